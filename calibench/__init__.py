@@ -1,0 +1,19 @@
+"""calibench: a calibration benchmarking suite for deep classifiers."""
+
+from calibench.errors import CalibenchError
+from calibench.method import Loss, Method, Mix, get_method, list_methods, register_method
+from calibench.registry import BACKBONES, DATASETS, METHODS
+
+__all__ = [
+    "BACKBONES",
+    "DATASETS",
+    "METHODS",
+    "CalibenchError",
+    "Loss",
+    "Method",
+    "Mix",
+    "get_method",
+    "list_methods",
+    "register_method",
+]
+__version__ = "0.1.0"

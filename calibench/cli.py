@@ -1,0 +1,255 @@
+"""The ``calibench`` command: argument parsing only; the work happens in the modules it calls."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from calibench.errors import CalibenchError
+
+EXAMPLES = """\
+examples:
+  calibench run                       # the default preset (quick: every method on digits)
+  calibench run --methods rankmixup_mndcg,focal --datasets cifar10
+  calibench run --preset paper-cifar10 --seeds 0,1,2 --device cuda
+  calibench run --methods 'rankmixup_*' --set rankmixup_mrl.margin=1.0 --set training.lr=0.05
+  calibench report --format md,csv,tex
+  calibench list methods
+"""
+
+
+def _names(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return names
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="calibench",
+        description="Train calibration methods x backbones x datasets x seeds, store every run, "
+        "and report accuracy / ECE / AdaECE / classwise-ECE before and after temperature "
+        "scaling, with reliability diagrams.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="train every combination of a preset (resumable; complete runs are skipped)",
+        description="Train every method x dataset x backbone x seed of a preset from "
+        "benchmark.toml, with command-line overrides. Complete runs are skipped; an "
+        "interrupted run resumes from its last epoch.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--preset", help="preset of benchmark.toml (default: its default_preset)")
+    run.add_argument("--methods", type=_names, help="comma-separated method names or patterns")
+    run.add_argument("--datasets", type=_names, help="comma-separated dataset names")
+    run.add_argument(
+        "--backbones",
+        type=_names,
+        help="comma-separated backbones (default: each dataset's own; timm/<name> works)",
+    )
+    run.add_argument("--seeds", type=_ints, help="comma-separated seeds, e.g. 0,1,2")
+    run.add_argument(
+        "--epochs", type=_positive_int, help="epochs per run; lr milestones scale with it"
+    )
+    run.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="NAME.PARAM=VALUE",
+        help="override a method hyperparameter (rankmixup_mrl.margin=1.0) or a "
+        "training setting (training.lr=0.05); repeatable",
+    )
+    run.add_argument("--ood", type=_names, help="OOD test sets to score, e.g. svhn,cifar100")
+    run.add_argument(
+        "--data-root", help="dataset folder (default $CALIBENCH_DATA or ~/.cache/calibench/data)"
+    )
+    run.add_argument(
+        "--download",
+        action="store_true",
+        help="download missing datasets through torchvision (needs a network)",
+    )
+    run.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    run.add_argument("--force", action="store_true", help="retrain runs that are already complete")
+    run.add_argument(
+        "--executor",
+        choices=["local", "slurm"],
+        default="local",
+        help="local (default) or slurm (submitit; see [slurm] in benchmark.toml)",
+    )
+    _common(run)
+
+    report = sub.add_parser(
+        "report",
+        help="build tables and reliability diagrams from the store",
+        description="Rebuild <output>/report/ from the stored logits.",
+    )
+    report.add_argument(
+        "--format",
+        type=_names,
+        default=["md", "csv"],
+        help="comma-separated: md, csv, tex (default md,csv)",
+    )
+    _common(report)
+
+    listing = sub.add_parser("list", help="list methods, datasets, backbones or presets")
+    listing.add_argument("what", choices=["methods", "datasets", "backbones", "presets"])
+    listing.add_argument("--plugins", nargs="+", default=[], metavar="DIR")
+    listing.add_argument("--config", type=Path)
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=Path("results"),
+        help="results folder: store, run folders and report (default ./results)",
+    )
+    p.add_argument(
+        "--plugins",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="extra folders of method plugin files",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="benchmark.toml to use (default ./benchmark.toml, else the repository's)",
+    )
+
+
+def _setup(args: argparse.Namespace) -> tuple[dict, Path]:
+    from calibench.config import find_config, load_config, plugin_dirs
+    from calibench.registry import discover_plugins
+
+    path = find_config(args.config)
+    config = load_config(path)
+    dirs = plugin_dirs(config, path) + [Path(p) for p in args.plugins]
+    discover_plugins(dirs)
+    return config, path
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from calibench.config import Overrides, build_run_specs, plugin_dirs
+    from calibench.executors import run_local, run_slurm
+    from calibench.progress import RichProgress
+    from calibench.store import Store
+
+    config, path = _setup(args)
+    specs = build_run_specs(
+        config,
+        Overrides(
+            preset=args.preset,
+            methods=args.methods,
+            datasets=args.datasets,
+            backbones=args.backbones,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            ood=args.ood,
+            sets=args.sets,
+            data_root=args.data_root,
+            download=args.download,
+            device=args.device,
+        ),
+    )
+    store = Store(args.output)
+    console.print(f"{len(specs)} runs -> {store.root}")
+    if args.executor == "slurm":
+        dirs = plugin_dirs(config, path) + [Path(p) for p in args.plugins]
+        run_slurm(specs, store, dirs, dict(config.get("slurm", {})), force=args.force)
+    else:
+        run_local(specs, store, args.force, RichProgress(console, len(specs)))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from calibench.report import build_report
+    from calibench.store import Store
+
+    build_report(Store(args.output), tuple(args.format), console)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    from calibench.registry import BACKBONES, DATASETS, METHODS
+
+    config, _ = _setup(args)
+    if args.what == "methods":
+        from calibench.method import method_fields
+
+        for name in METHODS.names():
+            hp = ", ".join(f"{k}={v!r}" for k, (_, v) in method_fields(name).items())
+            doc = (METHODS.get(name).__doc__ or "").strip().splitlines()[0]
+            console.print(f"[bold]{name}[/]({hp})\n    {doc}", highlight=False)
+    elif args.what == "datasets":
+        for name in DATASETS.names():
+            spec = DATASETS.get(name)
+            console.print(
+                f"[bold]{name}[/]: {spec.num_classes} classes, {spec.in_channels}x"
+                f"{spec.image_size}x{spec.image_size}. {spec.description}",
+                highlight=False,
+            )
+    elif args.what == "backbones":
+        for name in BACKBONES.names():
+            doc = (BACKBONES.get(name).__doc__ or "").strip().splitlines()[0]
+            console.print(f"[bold]{name}[/]: {doc}", highlight=False)
+        console.print("[bold]timm/<name>[/]: any timm model, e.g. timm/resnet18", highlight=False)
+    else:
+        default = config.get("default_preset", "quick")
+        for name, preset in sorted(config.get("presets", {}).items()):
+            mark = " (default)" if name == default else ""
+            console.print(
+                f"[bold]{name}[/]{mark}: {preset.get('description', '')}", highlight=False
+            )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    handlers = {"run": cmd_run, "report": cmd_report, "list": cmd_list}
+    try:
+        return handlers[args.command](args, console)
+    except CalibenchError as exc:
+        Console(stderr=True).print(f"[red]calibench: error:[/] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        Console(stderr=True).print(
+            "calibench: interrupted. Finished epochs are saved; run the same command again "
+            "to resume."
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""benchmark.toml + command-line flags -> validated run specs.
+
+Settings are layered, later layers winning: ``[training]`` (the RankMixup CIFAR protocol,
+REFERENCE.md section 3) < ``[datasets.<name>]`` (the dataset's own protocol, default backbone and
+method hyperparameters) < ``[presets.<name>]`` < command-line flags. Learning-rate milestones
+are fractions of the epoch count, so ``--epochs`` rescales the schedule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from calibench.errors import CalibenchError
+from calibench.method import get_method, list_methods
+from calibench.models import check_backbone_name
+from calibench.registry import DATASETS, METHODS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_NAME = "benchmark.toml"
+REPO_CONFIG = Path(__file__).resolve().parent.parent / CONFIG_NAME
+
+
+@dataclass(frozen=True)
+class Training:
+    """Optimisation and evaluation protocol shared by every method of a run."""
+
+    epochs: int = 200
+    milestones: tuple[float, ...] = (0.4, 0.6)
+    lr_decay: float = 0.1
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    grad_clip: float = 2.0
+    split_seed: int = 0
+    temperature_fit: str = "ece_grid"
+    n_bins: int = 15
+
+    def milestone_epochs(self) -> list[int]:
+        """Epochs after which the learning rate is multiplied by ``lr_decay``."""
+        return sorted({max(1, round(f * self.epochs)) for f in self.milestones})
+
+
+TRAINING_KEYS = {f.name for f in fields(Training)}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines one training run; its hash, minus where and how it runs, is the
+    run id."""
+
+    method: str
+    dataset: str
+    backbone: str
+    seed: int
+    training: Training
+    hparams: dict[str, Any] = field(default_factory=dict)
+    ood: tuple[str, ...] = ()
+    data_root: str = ""
+    download: bool = False
+    device: str = "auto"
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that determine the result (not where the data lives or which device)."""
+        d = asdict(self)
+        for key in ("data_root", "download", "device"):
+            d.pop(key)
+        return d
+
+    @property
+    def run_id(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} / {self.dataset} / {self.backbone} / seed {self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["run_id"] = self.run_id
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        d = {k: v for k, v in d.items() if k != "run_id"}
+        training = dict(d.pop("training"))
+        training["milestones"] = tuple(training["milestones"])
+        return cls(training=Training(**training), ood=tuple(d.pop("ood", ())), **d)
+
+
+@dataclass
+class Overrides:
+    """What the command line asks for; None means "as the preset says"."""
+
+    preset: str | None = None
+    methods: list[str] | None = None
+    datasets: list[str] | None = None
+    backbones: list[str] | None = None
+    seeds: list[int] | None = None
+    epochs: int | None = None
+    ood: list[str] | None = None
+    sets: list[str] = field(default_factory=list)
+    data_root: str | None = None
+    download: bool = False
+    device: str = "auto"
+
+
+def find_config(path: Path | None = None) -> Path:
+    """``path`` if given, else ./benchmark.toml, else the repository's benchmark.toml."""
+    if path is not None:
+        if not Path(path).is_file():
+            raise CalibenchError(f"config file {str(path)!r} does not exist.")
+        return Path(path)
+    local = Path.cwd() / CONFIG_NAME
+    return local if local.is_file() else REPO_CONFIG
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Parse a benchmark.toml, turning syntax errors into one clear message."""
+    try:
+        with open(path, "rb") as fh:
+            config = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise CalibenchError(f"{path} is not valid TOML: {exc}. Fix the file and retry.") from None
+    except OSError as exc:
+        raise CalibenchError(f"cannot read {path}: {exc.strerror}.") from None
+    for key in ("presets", "datasets", "training", "plugins"):
+        if key in config and not isinstance(config[key], dict):
+            raise CalibenchError(f"{path}: [{key}] must be a table.")
+    return config
+
+
+def plugin_dirs(config: dict[str, Any], config_path: Path) -> list[Path]:
+    """``[plugins] paths`` of the config, relative to the config file's folder."""
+    paths = config.get("plugins", {}).get("paths", [])
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise CalibenchError(f"{config_path}: [plugins] paths must be a list of folder names.")
+    return [(config_path.parent / p).expanduser() for p in paths]
+
+
+def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``NAME.PARAM=VALUE`` strings -> {NAME: {PARAM: value}}; values are TOML literals
+    (``5``, ``0.1``, ``true``, ``"prob"``), and a bare word is a string."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        name, dot, param = key.strip().partition(".")
+        if not sep or not dot or not name or not param or not raw.strip():
+            raise CalibenchError(
+                f"--set {item!r} is not NAME.PARAM=VALUE (e.g. --set rankmixup_mrl.margin=1.0 "
+                "or --set training.lr=0.05)."
+            )
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        out.setdefault(name, {})[param] = value
+    return out
+
+
+def _str_list(value: Any, where: str) -> list[str]:
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CalibenchError(f"{where} must be a list of names.")
+    return value
+
+
+def _expand_methods(names: list[str]) -> list[str]:
+    """Method names, with shell-style patterns (``*``, ``rankmixup_*``) expanded."""
+    out: list[str] = []
+    for name in names:
+        if any(c in name for c in "*?["):
+            matches = list_methods(name)
+        else:
+            METHODS.get(name)
+            matches = [name]
+        out.extend(m for m in matches if m not in out)
+    return out
+
+
+def _training(layers: list[tuple[str, dict[str, Any]]]) -> Training:
+    values: dict[str, Any] = {}
+    for where, layer in layers:
+        for key, value in layer.items():
+            if key not in TRAINING_KEYS:
+                raise CalibenchError(
+                    f"{where}: unknown training setting {key!r}. "
+                    f"Valid: {', '.join(sorted(TRAINING_KEYS))}."
+                )
+            values[key] = value
+    try:
+        if "milestones" in values:
+            values["milestones"] = tuple(float(m) for m in values["milestones"])
+        training = Training(**values)
+    except (TypeError, ValueError) as exc:
+        raise CalibenchError(f"bad training settings {values}: {exc}") from None
+    _check_training(training)
+    return training
+
+
+def _check_training(t: Training) -> None:
+    from calibench.metrics import TEMPERATURE_FITS
+
+    problems = []
+    if not isinstance(t.epochs, int) or t.epochs < 1:
+        problems.append(f"epochs must be a positive integer (got {t.epochs!r})")
+    if not all(0 < m <= 1 for m in t.milestones):
+        problems.append(
+            f"milestones are fractions of the epochs in (0, 1] (got {list(t.milestones)})"
+        )
+    if not isinstance(t.batch_size, int) or t.batch_size < 1:
+        problems.append(f"batch_size must be a positive integer (got {t.batch_size!r})")
+    if not t.lr > 0:
+        problems.append(f"lr must be > 0 (got {t.lr!r})")
+    if t.temperature_fit not in TEMPERATURE_FITS:
+        problems.append(f"temperature_fit must be one of {', '.join(TEMPERATURE_FITS)}")
+    if problems:
+        raise CalibenchError("bad training settings: " + "; ".join(problems) + ".")
+
+
+def _table(config: dict[str, Any], *keys: str) -> dict[str, Any]:
+    node: Any = config
+    for key in keys:
+        node = node.get(key, {}) if isinstance(node, dict) else {}
+    return node if isinstance(node, dict) else {}
+
+
+def _split_layer(
+    layer: dict[str, Any], skip: set[str], where: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A dataset or preset table -> (training settings, {method: hparams})."""
+    training = {k: v for k, v in layer.items() if k not in skip and k != "hparams"}
+    hparams = layer.get("hparams", {})
+    if not isinstance(hparams, dict) or not all(isinstance(v, dict) for v in hparams.values()):
+        raise CalibenchError(f"{where}: hparams must hold one table per method.")
+    for method in hparams:
+        METHODS.get(method)
+    return training, hparams
+
+
+PRESET_KEYS = {"description", "methods", "datasets", "backbones", "seeds", "ood"}
+DATASET_KEYS = {"backbone", "description"}
+
+
+def build_run_specs(config: dict[str, Any], overrides: Overrides) -> list[RunSpec]:
+    """The run specs of a preset after command-line overrides, every name and value validated."""
+    presets = _table(config, "presets")
+    preset_name = overrides.preset or config.get("default_preset", "quick")
+    if preset_name not in presets:
+        raise CalibenchError(
+            f"unknown preset {preset_name!r}. "
+            f"Valid presets: {', '.join(sorted(presets)) or '(none)'}."
+        )
+    preset = presets[preset_name]
+    where = f"preset {preset_name!r}"
+    methods = _expand_methods(overrides.methods or _str_list(preset.get("methods", ["*"]), where))
+    datasets = overrides.datasets or _str_list(preset.get("datasets", ["digits"]), where)
+    seeds = overrides.seeds if overrides.seeds is not None else preset.get("seeds", [0])
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise CalibenchError(f"{where}: seeds must be a list of non-negative integers.")
+    ood = overrides.ood if overrides.ood is not None else _str_list(preset.get("ood", []), where)
+    for name in [*datasets, *ood]:
+        DATASETS.get(name)
+    sets = parse_sets(overrides.sets)
+    cli_training = sets.pop("training", {})
+    if overrides.epochs is not None:
+        cli_training["epochs"] = overrides.epochs
+    for name in sets:
+        if name not in methods:
+            raise CalibenchError(
+                f"--set names method {name!r}, which is not in this run. Methods in this run: "
+                f"{', '.join(methods)} (or use training.PARAM)."
+            )
+
+    specs = []
+    for dataset in datasets:
+        ds_layer = _table(config, "datasets", dataset)
+        ds_training, ds_hparams = _split_layer(ds_layer, DATASET_KEYS, f"[datasets.{dataset}]")
+        pr_training, pr_hparams = _split_layer(preset, PRESET_KEYS, f"[presets.{preset_name}]")
+        training = _training(
+            [
+                ("[training]", _table(config, "training")),
+                (f"[datasets.{dataset}]", ds_training),
+                (f"[presets.{preset_name}]", pr_training),
+                ("--set training / --epochs", cli_training),
+            ]
+        )
+        backbones = overrides.backbones or _str_list(
+            preset.get("backbones", [ds_layer.get("backbone", "small_cnn")]), where
+        )
+        for backbone in backbones:
+            check_backbone_name(backbone)
+        for method in methods:
+            hparams = {
+                **ds_hparams.get(method, {}),
+                **pr_hparams.get(method, {}),
+                **sets.get(method, {}),
+            }
+            get_method(method, **hparams)
+            for backbone in backbones:
+                for seed in seeds:
+                    specs.append(
+                        RunSpec(
+                            method=method,
+                            dataset=dataset,
+                            backbone=backbone,
+                            seed=seed,
+                            training=training,
+                            hparams=hparams,
+                            ood=tuple(ood),
+                            data_root=overrides.data_root or "",
+                            download=overrides.download,
+                            device=overrides.device,
+                        )
+                    )
+    return specs

@@ -1,0 +1,136 @@
+"""What every dataset family provides: a spec to register and the in-memory splits it loads."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from calibench.registry import DATASETS
+
+
+def default_data_root() -> Path:
+    """``$CALIBENCH_DATA`` if set, else ``~/.cache/calibench/data``."""
+    return Path(os.environ.get("CALIBENCH_DATA", "~/.cache/calibench/data")).expanduser()
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """Where to read a dataset from and how to split it."""
+
+    root: Path
+    download: bool = False
+    split_seed: int = 0
+
+
+@dataclass
+class Split:
+    """One split held in memory: uint8 images (N, C, H, W) and int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(
+                f"images must be uint8 (N, C, H, W), got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError("labels must be (N,) and match the images")
+        self.labels = self.labels.long()
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class ImageData:
+    """A dataset's train / validation / test splits and the indices that made the split.
+
+    ``train_indices`` and ``val_indices`` index the original training set, so the split a run
+    used can be saved with it and checked later.
+    """
+
+    train: Split
+    val: Split
+    test: Split
+    train_indices: np.ndarray
+    val_indices: np.ndarray
+    class_names: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: its shape, normalisation, augmentation and loader.
+
+    ``mean``/``std`` are per channel in [0, 1] units and are applied identically to train,
+    validation and test. ``crop_padding`` > 0 turns on random-crop augmentation with that padding;
+    ``hflip`` turns on random horizontal flips (training batches only).
+    """
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    load: Callable[[DataRequest], ImageData]
+    crop_padding: int = 0
+    hflip: bool = False
+    description: str = ""
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Add a dataset spec to the registry under ``spec.name``."""
+    return DATASETS.add(spec.name, spec, source=f"{spec.load.__module__}.{spec.load.__qualname__}")
+
+
+def random_split_indices(n: int, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed, seeded split of ``range(n)`` into sorted (train, val) index arrays."""
+    if not 0 < n_val < n:
+        raise ValueError(f"cannot hold out {n_val} of {n} samples")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def stratified_split_indices(
+    labels: np.ndarray, val_per_class: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out ``val_per_class`` samples of every class, chosen with a fixed seed."""
+    rng = np.random.default_rng(seed)
+    val = []
+    for k in np.unique(labels):
+        members = np.flatnonzero(labels == k)
+        if len(members) <= val_per_class:
+            raise ValueError(
+                f"class {k} has {len(members)} samples; cannot hold out {val_per_class}"
+            )
+        val.append(rng.choice(members, size=val_per_class, replace=False))
+    val_idx = np.sort(np.concatenate(val))
+    train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)
+    return train_idx, val_idx
+
+
+def split_train_set(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    test: Split,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    class_names: list[str] | None = None,
+) -> ImageData:
+    """Build :class:`ImageData` from a full training set, its split indices and the test split."""
+    t, v = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
+    return ImageData(
+        train=Split(images[t], labels[t]),
+        val=Split(images[v], labels[v]),
+        test=test,
+        train_indices=train_idx,
+        val_indices=val_idx,
+        class_names=list(class_names or []),
+    )

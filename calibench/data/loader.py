@@ -1,0 +1,81 @@
+"""A device-resident batch loader in the spirit of airbench.
+
+The whole split lives on the training device as uint8; each batch is augmented (zero padding is
+black, as in torchvision's RandomCrop) and then normalised, with batched tensor ops (random crop
+by gather, horizontal flip by ``where``), with no worker processes. Shuffling and augmentation draw from a ``torch.Generator`` so runs are reproducible
+and resumable (the generator's state is checkpointed with the run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from calibench.data.base import DatasetSpec, Split
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Crop each image of a (B, C, H, W) batch at a random offset after zero-padding it by
+    ``padding`` on every side."""
+    b, _, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(images.device)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(images.device)
+    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
+    batch = torch.arange(b, device=images.device)[:, None, None, None]
+    channel = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each image of a (B, C, H, W) batch left-right with probability 1/2."""
+    flip = torch.rand(images.shape[0], generator=generator).to(images.device) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+class DeviceLoader:
+    """Iterate over normalised (and, for training, augmented) batches of one split."""
+
+    def __init__(
+        self,
+        split: Split,
+        spec: DatasetSpec,
+        batch_size: int,
+        device: torch.device,
+        train: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+        self.batch_size = batch_size
+        self.train = train
+        self.spec = spec
+        self.generator = generator if generator is not None else torch.Generator()
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(spec.mean, device=device, dtype=torch.float32).view(shape) * 255
+        self.std = torch.tensor(spec.std, device=device, dtype=torch.float32).view(shape) * 255
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() - self.mean) / self.std
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        if self.train:
+            order = torch.randperm(n, generator=self.generator).to(self.images.device)
+        else:
+            order = torch.arange(n, device=self.images.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            x = self.images[idx]
+            if self.train and self.spec.crop_padding > 0:
+                x = random_crop(x, self.spec.crop_padding, self.generator)
+            if self.train and self.spec.hflip:
+                x = random_hflip(x, self.generator)
+            yield self.normalise(x), self.labels[idx]

@@ -1,0 +1,45 @@
+"""From saved logits to a result record: metrics before and after temperature scaling, and OOD
+AUROC. Used both when a run finishes and when the report rebuilds its tables from the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from calibench.metrics import calibration_metrics, fit_temperature, ood_auroc
+
+METRIC_NAMES = ("acc", "nll", "brier", "ece", "adaece", "cece", "mce")
+
+
+def evaluate_logits(
+    logits: dict[str, np.ndarray], temperature_fit: str = "ece_grid", n_bins: int = 15
+) -> dict[str, Any]:
+    """Metrics of the test logits before and after temperature scaling.
+
+    ``logits`` holds ``val_logits``, ``val_labels``, ``test_logits``, ``test_labels`` and, per
+    OOD set ``name``, ``ood_<name>_logits``. T is fitted on the VALIDATION logits only
+    (REFERENCE.md 2.1) and recorded; ``*_ts`` metrics are those of test logits / T."""
+    t = fit_temperature(logits["val_logits"], logits["val_labels"], temperature_fit, n_bins)
+    test, labels = logits["test_logits"].astype(np.float64), logits["test_labels"]
+    result: dict[str, Any] = dict(calibration_metrics(test, labels, n_bins))
+    result.update({f"{k}_ts": v for k, v in calibration_metrics(test / t, labels, n_bins).items()})
+    result.update(
+        temperature=t,
+        temperature_fit=temperature_fit,
+        n_bins=n_bins,
+        binning={
+            "ece": "equal-width",
+            "adaece": "equal-mass",
+            "cece": "equal-width",
+            "mce": "equal-width",
+        },
+        n_test=int(len(labels)),
+    )
+    for key in sorted(logits):
+        if key.startswith("ood_") and key.endswith("_logits"):
+            name = key[len("ood_") : -len("_logits")]
+            for suffix, temp in (("", 1.0), ("_ts", t)):
+                for score, value in ood_auroc(test, logits[key], temp).items():
+                    result[f"ood_{name}_{score}{suffix}"] = value
+    return result

@@ -1,0 +1,48 @@
+"""Backbone registration and construction.
+
+A backbone factory takes the dataset's shape and returns an ``nn.Module`` mapping
+(B, in_channels, image_size, image_size) float images to (B, num_classes) logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from calibench.errors import CalibenchError
+from calibench.registry import BACKBONES
+
+BackboneFactory = Callable[..., nn.Module]
+TIMM_PREFIX = "timm/"
+
+
+def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
+    """Decorator: register ``factory(num_classes, in_channels, image_size)`` under ``name``."""
+    return BACKBONES.register(name)
+
+
+def build_backbone(
+    name: str, num_classes: int, in_channels: int, image_size: int, **kwargs: object
+) -> nn.Module:
+    """Build backbone ``name`` for a dataset's classes, channels and image size.
+
+    ``timm/<model>`` builds any timm model (see :mod:`calibench.models.timm_adapter`).
+    """
+    if name.startswith(TIMM_PREFIX):
+        from calibench.models.timm_adapter import build_timm
+
+        return build_timm(name[len(TIMM_PREFIX) :], num_classes, in_channels, image_size, **kwargs)
+    factory = BACKBONES.get(name)
+    return factory(
+        num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs
+    )
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise a :class:`CalibenchError` listing valid names when ``name`` is unknown."""
+    if name.startswith(TIMM_PREFIX):
+        if not name[len(TIMM_PREFIX) :]:
+            raise CalibenchError("'timm/' needs a model name, e.g. timm/resnet18.")
+        return
+    BACKBONES.get(name)

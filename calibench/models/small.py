@@ -1,0 +1,34 @@
+"""Small convolutional nets for the embedded 8x8 digits and other tiny grayscale images."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from calibench.models.registry import register_backbone
+
+
+class SmallCNN(nn.Module):
+    """Two conv-BN-ReLU stages (the second one strided), global average pooling, a linear head."""
+
+    def __init__(self, num_classes: int, in_channels: int, width: int = 32) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+@register_backbone("small_cnn")
+def small_cnn(num_classes: int, in_channels: int, image_size: int, width: int = 32) -> nn.Module:
+    """:class:`SmallCNN`, the default backbone for ``digits`` (about 20k parameters at width 32)."""
+    return SmallCNN(num_classes, in_channels, width)

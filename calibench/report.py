@@ -1,0 +1,225 @@
+"""Tables and reliability diagrams built from the store alone.
+
+Every number is recomputed from the logits saved with each run (the temperature is refitted on
+its validation logits with the run's recorded fit), so a report can be rebuilt at any time,
+from any machine that sees the results folder, without retraining.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from calibench.config import RunSpec
+from calibench.errors import CalibenchError
+from calibench.evaluation import evaluate_logits
+from calibench.metrics import calibration_bins, equal_width_edges, softmax, top_label
+from calibench.reliability import reliability_diagram
+from calibench.store import Store, write_text
+
+KEYS = ["method", "dataset", "backbone", "seed", "epochs"]
+METRICS = [
+    "acc",
+    "nll",
+    "brier",
+    "ece",
+    "adaece",
+    "cece",
+    "mce",
+    "temperature",
+    "acc_ts",
+    "nll_ts",
+    "brier_ts",
+    "ece_ts",
+    "adaece_ts",
+    "cece_ts",
+    "mce_ts",
+]
+PERCENT = {
+    "acc",
+    "ece",
+    "adaece",
+    "cece",
+    "mce",
+    "acc_ts",
+    "ece_ts",
+    "adaece_ts",
+    "cece_ts",
+    "mce_ts",
+}
+SUMMARY = ["acc", "ece", "adaece", "cece", "nll", "temperature", "ece_ts", "adaece_ts", "cece_ts"]
+FORMATS = ("md", "csv", "tex")
+
+
+def load_run(run: dict[str, Any]) -> tuple[RunSpec, dict[str, np.ndarray]]:
+    """A complete run's spec and saved logits."""
+    spec = RunSpec.from_dict(json.loads((run["dir"] / "config.json").read_text()))
+    with np.load(run["dir"] / "logits.npz") as f:
+        logits = {k: f[k] for k in f.files}
+    return spec, logits
+
+
+def collect(store: Store) -> tuple[pd.DataFrame, list[tuple[str, RunSpec, dict]]]:
+    """One row per complete run with every metric recomputed from its logits."""
+    rows, runs = [], []
+    for run in store.complete_runs():
+        spec, logits = load_run(run)
+        metrics = evaluate_logits(logits, spec.training.temperature_fit, spec.training.n_bins)
+        rows.append(
+            {
+                "method": spec.method,
+                "dataset": spec.dataset,
+                "backbone": spec.backbone,
+                "seed": spec.seed,
+                "epochs": spec.training.epochs,
+                "run_id": spec.run_id,
+                **{k: v for k, v in metrics.items() if isinstance(v, float | int)},
+            }
+        )
+        runs.append((run_name(spec), spec, logits))
+    if not rows:
+        raise CalibenchError(f"no complete runs in {store.root}. Run `calibench run` first.")
+    return pd.DataFrame(rows), runs
+
+
+def run_name(spec: RunSpec) -> str:
+    return f"{spec.dataset}_{spec.backbone.replace('/', '-')}_{spec.method}_seed{spec.seed}"
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation (ddof 1) over seeds per dataset, backbone and method."""
+    columns = [c for c in table.columns if c in SUMMARY or c.startswith("ood_")]
+    grouped = table.groupby(["dataset", "backbone", "method"], sort=True)[columns]
+    summary = grouped.mean().join(grouped.std(ddof=1), rsuffix="_std")
+    summary.insert(0, "seeds", grouped.size())
+    return summary.reset_index()
+
+
+def _fmt(value: float, column: str) -> str:
+    if pd.isna(value):
+        return "-"
+    return f"{100 * value:.2f}" if column in PERCENT else f"{value:.3f}"
+
+
+def _cell(row: pd.Series, column: str) -> str:
+    mean = _fmt(row[column], column)
+    std = row.get(f"{column}_std")
+    return mean if std is None or pd.isna(std) else f"{mean} ± {_fmt(std, column)}"
+
+
+def summary_cells(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and string rows of the summary table (ECE-like values and accuracy in percent)."""
+    metrics = [
+        c
+        for c in summary.columns
+        if (c in SUMMARY or c.startswith("ood_")) and not c.endswith("_std")
+    ]
+    header = ["dataset", "backbone", "method", "seeds", *metrics]
+    rows = [
+        [
+            str(r.dataset),
+            str(r.backbone),
+            str(r.method),
+            str(r.seeds),
+            *[_cell(r, m) for m in metrics],
+        ]
+        for _, r in summary.iterrows()
+    ]
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def latex_table(header: list[str], rows: list[list[str]]) -> str:
+    def esc(s: str) -> str:
+        return s.replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%")
+
+    body = [" & ".join(esc(c) for c in r) + r" \\" for r in rows]
+    return (
+        "\n".join(
+            [
+                r"\begin{tabular}{" + "l" * 3 + "r" * (len(header) - 3) + "}",
+                r"\toprule",
+                " & ".join(esc(h) for h in header) + r" \\",
+                r"\midrule",
+                *body,
+                r"\bottomrule",
+                r"\end{tabular}",
+            ]
+        )
+        + "\n"
+    )
+
+
+def per_run_markdown(table: pd.DataFrame) -> str:
+    columns = [*KEYS, *[m for m in METRICS if m in table.columns]]
+    rows = [
+        [str(r[c]) if c in KEYS else _fmt(r[c], c) for c in columns] for _, r in table.iterrows()
+    ]
+    return markdown_table(columns, rows)
+
+
+def draw_diagrams(runs: list[tuple[str, RunSpec, dict]], table: pd.DataFrame, folder: Path) -> None:
+    """Two reliability diagrams per run: test logits before and after temperature scaling."""
+    temperatures = dict(zip(table["run_id"], table["temperature"], strict=True))
+    for name, spec, logits in runs:
+        t = temperatures[spec.run_id]
+        for suffix, scale, label in (("", 1.0, "before TS"), ("_ts", t, f"after TS, T={t:.1f}")):
+            conf, hit = top_label(softmax(logits["test_logits"] / scale), logits["test_labels"])
+            bins = calibration_bins(conf, hit, equal_width_edges(spec.training.n_bins))
+            title = f"{spec.method} | {spec.dataset} | {spec.backbone} | seed {spec.seed} ({label})"
+            reliability_diagram(bins, title, folder / f"{name}{suffix}.png")
+
+
+def build_report(
+    store: Store, formats: tuple[str, ...] = ("md", "csv"), console: Console | None = None
+) -> Path:
+    """Write ``<output>/report/``: results.csv (fractions), results.md (percent), results.tex
+    when asked, and reliability diagrams; print the summary table. Returns the folder."""
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise CalibenchError(
+            f"unknown report format {', '.join(bad)}. Valid: {', '.join(FORMATS)}."
+        )
+    table, runs = collect(store)
+    summary = summarise(table)
+    folder = store.root / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    header, rows = summary_cells(summary)
+    if "csv" in formats:
+        write_text(folder / "results.csv", table.to_csv(index=False))
+        write_text(folder / "summary.csv", summary.to_csv(index=False))
+    if "md" in formats:
+        write_text(
+            folder / "results.md",
+            (
+                "# calibench results\n\nAccuracy and ECE-like metrics in percent (15 bins); "
+                "`_ts` after temperature scaling fitted on the validation set; mean ± std over "
+                "seeds.\n\n"
+                + markdown_table(header, rows)
+                + "\n## Every run\n\n"
+                + per_run_markdown(table)
+            ),
+        )
+    if "tex" in formats:
+        write_text(folder / "results.tex", latex_table(header, rows))
+    draw_diagrams(runs, table, folder / "diagrams")
+    console = console or Console()
+    rich_table = Table(title=f"calibench: {len(table)} runs (percent; mean ± std over seeds)")
+    for column in header:
+        rich_table.add_column(column, justify="left" if column in KEYS else "right")
+    for row in rows:
+        rich_table.add_row(*row)
+    console.print(rich_table)
+    console.print(f"report written to {folder}")
+    return folder

@@ -1,0 +1,239 @@
+"""The training loop: one run spec in, one result record out.
+
+SGD with momentum and weight decay, a multi-step learning-rate schedule stepped at the END of
+each epoch, gradient clipping to a global norm, and model selection by the best validation
+accuracy (REFERENCE.md section 3). The method supplies the loss; everything else is identical
+for every method. A checkpoint after every epoch lets an interrupted run resume exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from calibench.config import RunSpec
+from calibench.data import DataRequest, DatasetSpec, DeviceLoader, ImageData, default_data_root
+from calibench.errors import CalibenchError
+from calibench.evaluation import evaluate_logits
+from calibench.method import Method, get_method
+from calibench.metrics import calibration_metrics
+from calibench.models import build_backbone
+from calibench.registry import DATASETS
+from calibench.store import Store, save_arrays, save_torch, write_text
+
+
+class RunProgress(Protocol):
+    """What the trainer tells the user while it works (see :mod:`calibench.progress`)."""
+
+    def start(self, spec: RunSpec, first_epoch: int) -> None: ...
+    def epoch(self, row: dict[str, Any]) -> None: ...
+    def finish(self, spec: RunSpec, metrics: dict[str, Any], seconds: float) -> None: ...
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CalibenchError(
+            "--device cuda was asked for, but no CUDA GPU is visible. Use --device auto or cpu."
+        )
+    if name != "cpu" and not name.startswith("cuda"):
+        raise CalibenchError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N.")
+    return torch.device(name)
+
+
+@lru_cache(maxsize=4)
+def load_dataset(name: str, root: str, download: bool, split_seed: int) -> ImageData:
+    """Load (once per process) a registered dataset's splits."""
+    request = DataRequest(Path(root) if root else default_data_root(), download, split_seed)
+    return DATASETS.get(name).load(request)
+
+
+@dataclass
+class Prepared:
+    """The objects of one run, built deterministically from its spec."""
+
+    data: ImageData
+    dataset: DatasetSpec
+    model: nn.Module
+    method: Method
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.MultiStepLR
+    generator: torch.Generator
+    device: torch.device
+
+
+def prepare(spec: RunSpec) -> Prepared:
+    """Load the data and build model, method, optimiser, schedule and generator for ``spec``."""
+    device = resolve_device(spec.device)
+    dataset = DATASETS.get(spec.dataset)
+    data = load_dataset(spec.dataset, spec.data_root, spec.download, spec.training.split_seed)
+    torch.manual_seed(spec.seed)
+    model = build_backbone(
+        spec.backbone, dataset.num_classes, dataset.in_channels, dataset.image_size
+    ).to(device)
+    t = spec.training
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=t.milestone_epochs(), gamma=t.lr_decay
+    )
+    method = get_method(spec.method, **spec.hparams)
+    method.seed(spec.seed + 1)
+    generator = torch.Generator().manual_seed(spec.seed + 2)
+    return Prepared(data, dataset, model, method, optimizer, scheduler, generator, device)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, loader: DeviceLoader) -> np.ndarray:
+    """Eval-mode logits of every sample of ``loader``, in order, as float32."""
+    model.eval()
+    return torch.cat([model(x).float() for x, _ in loader]).cpu().numpy()
+
+
+def train_one_epoch(p: Prepared, loader: DeviceLoader, grad_clip: float) -> dict[str, float]:
+    """One pass over the training data; returns the epoch means of the loss and its terms."""
+    p.model.train()
+    sums: dict[str, torch.Tensor] = {}
+    for x, y in loader:
+        out = p.method.loss(p.model, x, y)
+        p.optimizer.zero_grad(set_to_none=True)
+        out.total.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(p.model.parameters(), grad_clip)
+        p.optimizer.step()
+        for name, value in {"loss": out.total, **out.terms}.items():
+            value = torch.as_tensor(value).detach().float()
+            sums[name] = sums.get(name, 0) + value
+    return {name: float(total) / len(loader) for name, total in sums.items()}
+
+
+def _checkpoint(p: Prepared, epoch: int, best: dict[str, Any], log: list[dict]) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "model": p.model.state_dict(),
+        "optimizer": p.optimizer.state_dict(),
+        "scheduler": p.scheduler.state_dict(),
+        "generator": p.generator.get_state(),
+        "method_rng": p.method.rng_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "best": best,
+        "log": log,
+    }
+
+
+def _restore(p: Prepared, state: dict[str, Any]) -> None:
+    p.model.load_state_dict(state["model"])
+    p.optimizer.load_state_dict(state["optimizer"])
+    p.scheduler.load_state_dict(state["scheduler"])
+    p.generator.set_state(state["generator"])
+    p.method.set_rng_state(state["method_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def train_run(
+    spec: RunSpec,
+    store: Store,
+    progress: RunProgress | None = None,
+    stop_after: Callable[[int], bool] | None = None,
+) -> dict[str, Any]:
+    """Train ``spec`` (resuming from its last checkpoint if there is one), evaluate the
+    best-validation model, store everything and return the metrics.
+
+    ``stop_after(epoch)`` returning True stops after that epoch, as an interruption would
+    (used by the tests of resumption)."""
+    started = time.perf_counter()
+    run_dir = store.begin(spec)
+    p = prepare(spec)
+    t = spec.training
+    train_loader = DeviceLoader(p.data.train, p.dataset, t.batch_size, p.device, True, p.generator)
+    val_loader = DeviceLoader(p.data.val, p.dataset, t.eval_batch_size, p.device)
+    save_arrays(
+        run_dir / "split.npz", train_indices=p.data.train_indices, val_indices=p.data.val_indices
+    )
+
+    first_epoch, best, log = 1, {"val_acc": -1.0, "epoch": 0}, []
+    if (run_dir / "last.pt").exists():
+        state = torch.load(run_dir / "last.pt", map_location=p.device, weights_only=False)
+        _restore(p, state)
+        first_epoch, best, log = state["epoch"] + 1, state["best"], state["log"]
+    if progress:
+        progress.start(spec, first_epoch)
+
+    val_labels = p.data.val.labels.numpy()
+    for epoch in range(first_epoch, t.epochs + 1):
+        tick = time.perf_counter()
+        lr = p.optimizer.param_groups[0]["lr"]
+        row: dict[str, Any] = {"epoch": epoch, "lr": lr}
+        row.update(train_one_epoch(p, train_loader, t.grad_clip))
+        p.scheduler.step()
+        val = calibration_metrics(predict_logits(p.model, val_loader), val_labels, t.n_bins)
+        row.update(
+            val_acc=val["acc"],
+            val_nll=val["nll"],
+            val_ece=val["ece"],
+            seconds=time.perf_counter() - tick,
+        )
+        log.append(row)
+        if val["acc"] > best["val_acc"]:
+            best = {"val_acc": val["acc"], "epoch": epoch}
+            save_torch(run_dir / "best.pt", p.model.state_dict())
+        save_torch(run_dir / "last.pt", _checkpoint(p, epoch, best, log))
+        write_text(run_dir / "log.csv", _csv(log))
+        if progress:
+            progress.epoch(row)
+        if stop_after and stop_after(epoch) and epoch < t.epochs:
+            raise KeyboardInterrupt(f"stopped after epoch {epoch}")
+
+    p.model.load_state_dict(torch.load(run_dir / "best.pt", map_location=p.device))
+    logits = {
+        "val_logits": predict_logits(p.model, val_loader),
+        "val_labels": val_labels,
+        "test_logits": predict_logits(
+            p.model, DeviceLoader(p.data.test, p.dataset, t.eval_batch_size, p.device)
+        ),
+        "test_labels": p.data.test.labels.numpy(),
+    }
+    for name in spec.ood:
+        ood = load_dataset(name, spec.data_root, spec.download, t.split_seed)
+        logits[f"ood_{name}_logits"] = predict_logits(
+            p.model, DeviceLoader(ood.test, p.dataset, t.eval_batch_size, p.device)
+        )
+    save_arrays(run_dir / "logits.npz", **logits)
+    metrics = evaluate_logits(logits, t.temperature_fit, t.n_bins)
+    metrics.update(
+        best_epoch=best["epoch"],
+        best_val_acc=best["val_acc"],
+        train_seconds=time.perf_counter() - started,
+        device=str(p.device),
+    )
+    store.finish(spec, metrics)
+    if progress:
+        progress.finish(spec, metrics, time.perf_counter() - started)
+    return metrics

@@ -1,0 +1,16 @@
+"""Cross-entropy: the uncalibrated baseline every calibration method is measured against."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from calibench import Loss, Method, register_method
+
+
+@register_method("ce")
+class CrossEntropy(Method):
+    """Mean cross-entropy -log p_y. No hyperparameters."""
+
+    def loss(self, model, x, y):
+        ce = F.cross_entropy(model(x), y)
+        return Loss(ce, {"ce": ce})
