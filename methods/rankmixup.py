@@ -47,9 +47,11 @@ def mrl_loss(
     return (different_class_mask.to(hinge.dtype) * hinge).mean()
 
 
-def ndcg_discounts(length: int, device: torch.device | None = None) -> torch.Tensor:
+def ndcg_discounts(
+    length: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """D_t = log2(t + 1) for ranks t = 1..length."""
-    return torch.log2(torch.arange(2, length + 2, device=device, dtype=torch.float32))
+    return torch.log2(torch.arange(2, length + 2, device=device, dtype=dtype))
 
 
 def mndcg_loss(z_raw: torch.Tensor, z_mix: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
@@ -59,12 +61,13 @@ def mndcg_loss(z_raw: torch.Tensor, z_mix: torch.Tensor, relevance: torch.Tensor
     list is the raw sample (relevance 1) then the M mixed copies sorted by relevance, descending;
     confidences c are max softmax probabilities in that same order (not re-sorted by c).
     DCG = sum_t c_t / log2(t + 1), IDCG = sum_t r_t / log2(t + 1),
-    NDCG = min(DCG / IDCG, IDCG / DCG), so over- and under-confidence are both penalised."""
+    NDCG = min(DCG / IDCG, IDCG / DCG), so over- and under-confidence are both penalised.
+    Copies with equal relevance (e.g. same-label pairs, r = 1) keep their mixing order."""
     order = relevance.argsort(dim=0, descending=True, stable=True)
     rel = torch.cat([torch.ones_like(relevance[:1]), relevance.gather(0, order)])
     conf_mix = max_confidence(z_mix, "prob").gather(0, order)
     conf = torch.cat([max_confidence(z_raw, "prob")[None], conf_mix])
-    discount = ndcg_discounts(rel.shape[0], rel.device).to(conf.dtype)[:, None]
+    discount = ndcg_discounts(rel.shape[0], rel.device, conf.dtype)[:, None]
     dcg = (conf / discount).sum(dim=0)
     idcg = (rel.to(conf.dtype) / discount).sum(dim=0)
     ndcg = torch.minimum(dcg / idcg, idcg / dcg)
