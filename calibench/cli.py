@@ -241,12 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args, console)
     except CalibenchError as exc:
-        Console(stderr=True).print(f"[red]calibench: error:[/] {exc}", highlight=False)
+        print(f"calibench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        Console(stderr=True).print(
+        print(
             "calibench: interrupted. Finished epochs are saved; run the same command again "
-            "to resume."
+            "to resume.",
+            file=sys.stderr,
         )
         return 130
 

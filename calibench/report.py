@@ -96,7 +96,7 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation (ddof 1) over seeds per dataset, backbone and method."""
     columns = [c for c in table.columns if c in SUMMARY or c.startswith("ood_")]
     grouped = table.groupby(["dataset", "backbone", "method"], sort=True)[columns]
-    summary = grouped.mean().join(grouped.std(ddof=1), rsuffix="_std")
+    summary = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std"))
     summary.insert(0, "seeds", grouped.size())
     return summary.reset_index()
 
@@ -181,6 +181,29 @@ def draw_diagrams(runs: list[tuple[str, RunSpec, dict]], table: pd.DataFrame, fo
             reliability_diagram(bins, title, folder / f"{name}{suffix}.png")
 
 
+TERMINAL_COLUMNS = ("method", "seeds", "acc", "ece", "adaece", "cece", "temperature", "ece_ts",
+                    "adaece_ts", "cece_ts")
+
+
+def print_summary(header: list[str], rows: list[list[str]], console: Console) -> None:
+    """The summary on the terminal: one table per dataset and backbone, key columns only."""
+    if console.width < 132:
+        console = Console(file=console.file, width=132)
+    keep = [header.index(c) for c in TERMINAL_COLUMNS if c in header]
+    groups: dict[tuple[str, str], list[list[str]]] = {}
+    for row in rows:
+        groups.setdefault((row[0], row[1]), []).append(row)
+    for (dataset, backbone), members in groups.items():
+        table = Table(title=f"{dataset} / {backbone}: percent, mean ± std over seeds, "
+                      "_ts after temperature scaling", title_justify="left")
+        for i in keep:
+            table.add_column(header[i].replace("temperature", "T"), no_wrap=header[i] == "method",
+                             justify="left" if header[i] == "method" else "right")
+        for row in members:
+            table.add_row(*[row[i] for i in keep])
+        console.print(table)
+
+
 def build_report(
     store: Store, formats: tuple[str, ...] = ("md", "csv"), console: Console | None = None
 ) -> Path:
@@ -214,12 +237,6 @@ def build_report(
     if "tex" in formats:
         write_text(folder / "results.tex", latex_table(header, rows))
     draw_diagrams(runs, table, folder / "diagrams")
-    console = console or Console()
-    rich_table = Table(title=f"calibench: {len(table)} runs (percent; mean ± std over seeds)")
-    for column in header:
-        rich_table.add_column(column, justify="left" if column in KEYS else "right")
-    for row in rows:
-        rich_table.add_row(*row)
-    console.print(rich_table)
-    console.print(f"report written to {folder}")
+    print_summary(header, rows, console or Console())
+    (console or Console()).print(f"report written to {folder}")
     return folder

@@ -1,0 +1,21 @@
+"""Shared fixtures: plugins loaded once, and small run specs on the embedded digits."""
+
+from __future__ import annotations
+
+import pytest
+
+from calibench.config import RunSpec, Training
+from calibench.registry import discover_plugins
+
+
+@pytest.fixture(scope="session", autouse=True)
+def plugins():
+    discover_plugins()
+
+
+def tiny_spec(method: str = "ce", epochs: int = 2, seed: int = 0, **hparams) -> RunSpec:
+    """A digits run small enough for a test: a couple of epochs on the CPU."""
+    return RunSpec(
+        method=method, dataset="digits", backbone="small_cnn", seed=seed,
+        training=Training(epochs=epochs, batch_size=64, lr=0.05), hparams=hparams, device="cpu",
+    )

@@ -1,0 +1,122 @@
+"""The command line end to end: run, report, list, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from calibench.cli import main
+
+REQUIRED_COLUMNS = {"method", "dataset", "backbone", "seed", "epochs", "acc", "nll", "brier",
+                    "ece", "adaece", "cece", "mce", "temperature", "acc_ts", "nll_ts", "ece_ts",
+                    "adaece_ts", "cece_ts"}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    code = main(["run", "--methods", "ce,rankmixup_mndcg", "--epochs", "2", "--device", "cpu",
+                 "--output", str(out)])
+    assert code == 0
+    return out
+
+
+def test_run_then_report(results, capsys):
+    assert main(["report", "--output", str(results), "--format", "md,csv,tex"]) == 0
+    report = results / "report"
+    with open(report / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert REQUIRED_COLUMNS <= set(rows[0])
+    assert sorted(r["method"] for r in rows) == ["ce", "rankmixup_mndcg"]
+    for row in rows:
+        assert 0 <= float(row["ece"]) <= 1 and 0 <= float(row["ece_ts"]) <= 1
+        assert float(row["acc"]) == pytest.approx(float(row["acc_ts"]))
+        assert row["epochs"] == "2"
+    pngs = sorted(p.name for p in (report / "diagrams").glob("*.png"))
+    assert pngs == [
+        "digits_small_cnn_ce_seed0.png", "digits_small_cnn_ce_seed0_ts.png",
+        "digits_small_cnn_rankmixup_mndcg_seed0.png",
+        "digits_small_cnn_rankmixup_mndcg_seed0_ts.png",
+    ]
+    assert all((report / "diagrams" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    markdown = (report / "results.md").read_text()
+    ece_percent = f"{100 * float(rows[0]['ece']):.2f}"
+    assert ece_percent in markdown
+    assert "\\begin{tabular}" in (report / "results.tex").read_text()
+    assert "rankmixup_mndcg" in capsys.readouterr().out
+
+
+def test_report_metrics_equal_the_stored_ones(results):
+    import json
+
+    main(["report", "--output", str(results)])
+    with open(results / "report" / "results.csv") as fh:
+        rows = {r["method"]: r for r in csv.DictReader(fh)}
+    for metrics_file in results.glob("runs/**/metrics.json"):
+        stored = json.loads(metrics_file.read_text())
+        method = metrics_file.parent.parent.name
+        for key in ("acc", "ece", "adaece", "cece", "temperature", "ece_ts"):
+            assert float(rows[method][key]) == pytest.approx(stored[key], abs=1e-12)
+
+
+def test_complete_runs_are_skipped(results, capsys):
+    before = {p: p.stat().st_mtime_ns for p in results.glob("runs/**/metrics.json")}
+    assert main(["run", "--methods", "ce,rankmixup_mndcg", "--epochs", "2", "--device", "cpu",
+                 "--output", str(results)]) == 0
+    assert "skip ce / digits" in capsys.readouterr().out
+    assert before == {p: p.stat().st_mtime_ns for p in results.glob("runs/**/metrics.json")}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--methods", "nope"], "unknown method 'nope'. Valid methods:"),
+        (["run", "--datasets", "nope"], "unknown dataset 'nope'. Valid datasets:"),
+        (["run", "--backbones", "nope"], "unknown backbone 'nope'. Valid backbones:"),
+        (["run", "--set", "mbls.margin"], "is not NAME.PARAM=VALUE"),
+        (["run", "--methods", "mbls", "--set", "mbls.margin=-2"], "margin must be >= 0"),
+        (["run", "--plugins", "/no/such/folder"], "does not exist"),
+        (["run", "--preset", "nope"], "unknown preset 'nope'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_message(results, capsys, argv, message):
+    before = (results / "calibench.db").read_bytes()
+    assert main([*argv, "--output", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert message in " ".join(err.split())
+    assert "Traceback" not in err
+    assert (results / "calibench.db").read_bytes() == before
+
+
+def test_malformed_config_exits_2(tmp_path, capsys):
+    bad = tmp_path / "benchmark.toml"
+    bad.write_text("default_preset = \n")
+    assert main(["run", "--config", str(bad), "--output", str(tmp_path / "out")]) == 2
+    assert "is not valid TOML" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_without_results_exits_2(tmp_path, capsys):
+    assert main(["report", "--output", str(tmp_path)]) == 2
+    assert "no results in" in capsys.readouterr().err
+
+
+def test_list_commands(capsys):
+    for what in ("methods", "datasets", "backbones", "presets"):
+        assert main(["list", what]) == 0
+    out = capsys.readouterr().out
+    assert "rankmixup_mndcg(alpha=2.0, num_mixup=3, weight=0.1)" in out
+    assert "digits" in out and "small_cnn" in out and "quick (default)" in out
+
+
+def test_console_script_bad_input_has_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "calibench.cli", "run", "--methods", "nope", "--output",
+         str(tmp_path)], capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "unknown method 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "calibench.db").exists()

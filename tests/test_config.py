@@ -1,0 +1,108 @@
+"""benchmark.toml + flags -> run specs: layering, overrides and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from calibench import CalibenchError
+from calibench.config import (
+    REPO_CONFIG,
+    Overrides,
+    RunSpec,
+    Training,
+    build_run_specs,
+    load_config,
+    parse_sets,
+)
+
+
+@pytest.fixture
+def config():
+    return load_config(REPO_CONFIG)
+
+
+def test_default_preset_runs_every_method_on_digits(config):
+    specs = build_run_specs(config, Overrides())
+    import calibench
+
+    assert sorted(s.method for s in specs) == calibench.list_methods()
+    assert {s.dataset for s in specs} == {"digits"}
+    assert {s.backbone for s in specs} == {"small_cnn"}
+
+
+def test_dataset_protocol_applies_whatever_the_preset(config):
+    """--datasets cifar10 on the quick preset gets the CIFAR protocol of REFERENCE.md 3."""
+    spec = build_run_specs(config, Overrides(methods=["rankmixup_mrl"], datasets=["cifar10"]))[0]
+    assert spec.backbone == "resnet50"
+    assert spec.training.epochs == 200 and spec.training.milestone_epochs() == [80, 120]
+    assert spec.training.batch_size == 128 and spec.training.lr == 0.1
+    assert spec.training.weight_decay == 5e-4 and spec.training.grad_clip == 2.0
+    assert spec.hparams == {"margin": 2.0, "alpha": 2.0}
+
+
+def test_tiny_imagenet_protocol(config):
+    spec = build_run_specs(config, Overrides(preset="paper-tiny", methods=["rankmixup_mrl"]))[0]
+    assert spec.backbone == "resnet50_tiny" and spec.training.batch_size == 64
+    assert spec.training.milestone_epochs() == [40, 60]
+    assert spec.hparams == {"margin": 1.0, "alpha": 1.0}
+
+
+def test_epochs_flag_rescales_milestones(config):
+    spec = build_run_specs(config, Overrides(datasets=["cifar10"], methods=["ce"], epochs=10))[0]
+    assert spec.training.epochs == 10 and spec.training.milestone_epochs() == [4, 6]
+
+
+def test_set_overrides_method_and_training(config):
+    specs = build_run_specs(config, Overrides(
+        methods=["rankmixup_mrl", "ce"], datasets=["cifar10"],
+        sets=["rankmixup_mrl.margin=1.5", "rankmixup_mrl.confidence=prob", "training.lr=0.05"],
+    ))
+    mrl = next(s for s in specs if s.method == "rankmixup_mrl")
+    assert mrl.hparams == {"margin": 1.5, "alpha": 2.0, "confidence": "prob"}
+    assert all(s.training.lr == 0.05 for s in specs)
+
+
+def test_cross_product_and_seeds(config):
+    specs = build_run_specs(config, Overrides(methods=["ce", "focal"], seeds=[0, 1, 2]))
+    assert len(specs) == 6 and len({s.run_id for s in specs}) == 6
+
+
+def test_run_id_ignores_where_and_how_it_runs():
+    a = RunSpec("ce", "digits", "small_cnn", 0, Training(), device="cpu", data_root="/a")
+    b = RunSpec("ce", "digits", "small_cnn", 0, Training(), device="cuda", data_root="/b")
+    c = RunSpec("ce", "digits", "small_cnn", 1, Training())
+    assert a.run_id == b.run_id != c.run_id
+    assert RunSpec.from_dict(a.to_dict()) == a
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (Overrides(methods=["nope"]), r"unknown method 'nope'\. Valid methods: brier, ce"),
+        (Overrides(datasets=["imagenet"]), r"unknown dataset 'imagenet'\. Valid datasets:"),
+        (Overrides(backbones=["vgg99"]), r"unknown backbone 'vgg99'\. Valid backbones:"),
+        (Overrides(preset="nope"), r"unknown preset 'nope'\. Valid presets:"),
+        (Overrides(methods=["ce"], sets=["ce"]), "is not NAME.PARAM=VALUE"),
+        (Overrides(methods=["mbls"], sets=["mbls.margin=-1"]), "margin must be >= 0"),
+        (Overrides(methods=["mbls"], sets=["mbls.nope=1"]), "no hyperparameter nope"),
+        (Overrides(methods=["ce"], sets=["focal.gamma=1"]), "not in this run"),
+        (Overrides(methods=["ce"], sets=["training.nope=1"]), "unknown training setting 'nope'"),
+        (Overrides(methods=["ce"], sets=["training.epochs=0"]), "epochs must be a positive"),
+    ],
+)
+def test_bad_input_is_one_clear_error(config, overrides, message):
+    with pytest.raises(CalibenchError, match=message):
+        build_run_specs(config, overrides)
+
+
+def test_malformed_toml_is_a_clear_error(tmp_path):
+    path = tmp_path / "benchmark.toml"
+    path.write_text("[presets.quick\nmethods = 1\n")
+    with pytest.raises(CalibenchError, match="is not valid TOML"):
+        load_config(path)
+
+
+def test_parse_sets_reads_toml_literals():
+    assert parse_sets(["a.b=5", "a.c=0.5", "a.d=true", "a.e=prob", 'a.f="x y"']) == {
+        "a": {"b": 5, "c": 0.5, "d": True, "e": "prob", "f": "x y"}
+    }
