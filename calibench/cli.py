@@ -120,6 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(report)
 
+    bench = sub.add_parser(
+        "bench", help="time each method's loss beside the model's forward/backward per step",
+        description="Per training step: the whole step, the method's own loss work (mixing, "
+        "losses and their backward, measured with a stand-in model) and the remainder, which "
+        "is the model's forward/backward passes and the optimiser step.",
+    )
+    bench.add_argument("--methods", type=_names, help="methods to time (default: all)")
+    bench.add_argument("--dataset", default="digits", help="input shape and classes (default digits)")
+    bench.add_argument("--backbone", default="small_cnn")
+    bench.add_argument("--batch-size", type=_positive_int, default=128)
+    bench.add_argument("--steps", type=_positive_int, default=20)
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--plugins", nargs="+", default=[], metavar="DIR")
+    bench.add_argument("--config", type=Path)
+
     listing = sub.add_parser("list", help="list methods, datasets, backbones or presets")
     listing.add_argument("what", choices=["methods", "datasets", "backbones", "presets"])
     listing.add_argument("--plugins", nargs="+", default=[], metavar="DIR")
@@ -200,6 +215,34 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from calibench.bench import bench_methods
+    from calibench.config import _expand_methods
+    from calibench.models import check_backbone_name
+    from calibench.registry import DATASETS
+    from calibench.train import resolve_device
+
+    _setup(args)
+    methods = _expand_methods(args.methods or ["*"])
+    DATASETS.get(args.dataset)
+    check_backbone_name(args.backbone)
+    device = resolve_device(args.device)
+    rows = bench_methods(methods, args.dataset, args.backbone, args.batch_size, args.steps, device)
+    base = next((r for r in rows if r.method == "ce"), rows[0])
+    table = Table(title=f"ms per training step: {args.backbone} on {args.dataset}-shaped batches "
+                  f"of {args.batch_size}, {device}, median of {args.steps} steps")
+    for column in ("method", "forward passes", "step", "model fwd/bwd + optimiser",
+                   "method's loss work", f"step / {base.method} step"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for r in rows:
+        table.add_row(r.method, str(r.forward_passes), f"{r.step_ms:.2f}", f"{r.model_ms:.2f}",
+                      f"{r.loss_ms:.2f}", f"{r.step_ms / base.step_ms:.2f}x")
+    console.print(table)
+    return 0
+
+
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from calibench.registry import BACKBONES, DATASETS, METHODS
 
@@ -237,7 +280,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
-    handlers = {"run": cmd_run, "report": cmd_report, "list": cmd_list}
+    handlers = {"run": cmd_run, "report": cmd_report, "bench": cmd_bench, "list": cmd_list}
     try:
         return handlers[args.command](args, console)
     except CalibenchError as exc:

@@ -254,6 +254,22 @@ PRESET_KEYS = {"description", "methods", "datasets", "backbones", "seeds", "ood"
 DATASET_KEYS = {"backbone", "description"}
 
 
+def _check_ood_shapes(datasets: list[str], ood: list[str]) -> None:
+    """OOD test images must have the in-distribution images' channels and size."""
+    for name in datasets:
+        spec = DATASETS.get(name)
+        for other in ood:
+            o = DATASETS.get(other)
+            if other == name:
+                raise CalibenchError(f"--ood {other}: a dataset cannot be its own OOD set.")
+            if (o.in_channels, o.image_size) != (spec.in_channels, spec.image_size):
+                raise CalibenchError(
+                    f"--ood {other}: its images are {o.in_channels}x{o.image_size}x{o.image_size}"
+                    f", but {name}'s are {spec.in_channels}x{spec.image_size}x{spec.image_size}. "
+                    "Pick an OOD set of the same shape (e.g. cifar10 vs svhn,cifar100)."
+                )
+
+
 def build_run_specs(config: dict[str, Any], overrides: Overrides) -> list[RunSpec]:
     """The run specs of a preset after command-line overrides, every name and value validated."""
     presets = _table(config, "presets")
@@ -273,6 +289,7 @@ def build_run_specs(config: dict[str, Any], overrides: Overrides) -> list[RunSpe
     ood = overrides.ood if overrides.ood is not None else _str_list(preset.get("ood", []), where)
     for name in [*datasets, *ood]:
         DATASETS.get(name)
+    _check_ood_shapes(datasets, ood)
     sets = parse_sets(overrides.sets)
     cli_training = sets.pop("training", {})
     if overrides.epochs is not None:

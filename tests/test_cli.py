@@ -120,3 +120,32 @@ def test_console_script_bad_input_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "unknown method 'nope'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "calibench.db").exists()
+
+
+def test_fake_cifar10_flows_through_run_and_report(tmp_path, bypass_md5, capsys):
+    """calibench run --datasets cifar10 --epochs 1 on files in the real CIFAR format, with
+    OOD scoring against fake SVHN, then the report shows the OOD AUROC columns."""
+    from fake_datasets import write_fake_cifar10, write_fake_svhn
+
+    write_fake_cifar10(tmp_path / "data")
+    write_fake_svhn(tmp_path / "data")
+    out = tmp_path / "out"
+    argv = ["run", "--datasets", "cifar10", "--methods", "ce,rankmixup_mrl", "--epochs", "1",
+            "--backbones", "small_cnn", "--ood", "svhn", "--data-root", str(tmp_path / "data"),
+            "--set", "training.batch_size=8", "--device", "cpu", "--output", str(out)]
+    assert main(argv) == 0
+    assert main(["report", "--output", str(out)]) == 0
+    with open(out / "report" / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["dataset"] for r in rows} == {"cifar10"} and len(rows) == 2
+    for row in rows:
+        for column in ("ood_svhn_auroc_entropy", "ood_svhn_auroc_msp",
+                       "ood_svhn_auroc_entropy_ts", "ood_svhn_auroc_msp_ts"):
+            assert 0.0 <= float(row[column]) <= 1.0
+    assert "ood_svhn_auroc_msp" in (out / "report" / "results.md").read_text()
+
+
+def test_ood_set_of_another_shape_is_rejected(tmp_path, capsys):
+    argv = ["run", "--datasets", "digits", "--ood", "cifar10", "--output", str(tmp_path)]
+    assert main(argv) == 2
+    assert "Pick an OOD set of the same shape" in capsys.readouterr().err

@@ -30,18 +30,6 @@ DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 @pytest.fixture
-def bypass_md5(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Let torchvision accept fake CIFAR/SVHN files, whose MD5s cannot match the real ones."""
-    import torchvision.datasets.cifar
-    import torchvision.datasets.svhn
-    import torchvision.datasets.utils
-
-    datasets = torchvision.datasets
-    for module in (datasets.cifar, datasets.svhn, datasets.utils):
-        monkeypatch.setattr(module, "check_integrity", lambda *args, **kwargs: True)
-
-
-@pytest.fixture
 def no_fallback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Point the Fashion-MNIST Debian fallback at an empty folder."""
     empty = tmp_path / "no-debian-package"

@@ -1,0 +1,98 @@
+"""Per-step cost of each method: the model's forward/backward beside the loss computation.
+
+A method's extra cost should be its extra forward/backward passes and nothing else measurable.
+To separate the two, each method's ``loss`` is timed twice: once with the real model (the whole
+training step) and once with :class:`CachedLogits`, a stand-in model that returns fixed logits,
+so that only the method's own work (mixing, losses, their backward) is left.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from calibench.method import get_method
+from calibench.models import build_backbone
+from calibench.registry import DATASETS
+
+
+class CachedLogits(nn.Module):
+    """A stand-in model: returns the first ``len(x)`` rows of a logit table, counting calls."""
+
+    def __init__(self, max_batch: int, num_classes: int, device: torch.device) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.randn(max_batch, num_classes, device=device))
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.logits[: x.shape[0]] * 1.0
+
+
+@dataclass
+class BenchRow:
+    method: str
+    forward_passes: int
+    step_ms: float
+    loss_ms: float
+    model_ms: float
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_ms(fn, steps: int, warmup: int, device: torch.device) -> float:
+    """Median milliseconds of ``fn`` over ``steps`` synchronised calls, after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def bench_methods(
+    methods: list[str], dataset: str, backbone: str, batch_size: int, steps: int,
+    device: torch.device, warmup: int = 2,
+) -> list[BenchRow]:
+    """Median milliseconds per training step for each method on random inputs shaped like
+    ``dataset``: the whole step, the method's own loss work, and the rest (the model)."""
+    spec = DATASETS.get(dataset)
+    torch.manual_seed(0)
+    model = build_backbone(backbone, spec.num_classes, spec.in_channels, spec.image_size).to(device)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    shape = (batch_size, spec.in_channels, spec.image_size, spec.image_size)
+    x = torch.randn(shape, device=device)
+    y = torch.randint(0, spec.num_classes, (batch_size,), device=device)
+    rows = []
+    for name in methods:
+        method = get_method(name)
+        method.seed(0)
+        stub = CachedLogits(16 * batch_size, spec.num_classes, device)
+
+        def full_step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            method.loss(model, x, y).total.backward()
+            optimizer.step()
+
+        def loss_only() -> None:
+            stub.zero_grad(set_to_none=True)
+            method.loss(stub, x, y).total.backward()
+
+        step_ms = _time_ms(full_step, steps, warmup, device)
+        stub.calls = 0
+        loss_ms = _time_ms(loss_only, steps, warmup, device)
+        passes = stub.calls // (steps + warmup)
+        rows.append(BenchRow(name, passes, step_ms, loss_ms, step_ms - loss_ms))
+    return rows
