@@ -53,7 +53,8 @@ PERCENT = {
     "cece_ts",
     "mce_ts",
 }
-SUMMARY = ["acc", "ece", "adaece", "cece", "nll", "temperature", "ece_ts", "adaece_ts", "cece_ts"]
+SUMMARY = ["acc", "nll", "ece", "adaece", "cece", "temperature", "acc_ts", "nll_ts", "ece_ts",
+           "adaece_ts", "cece_ts"]
 FORMATS = ("md", "csv", "tex")
 
 
@@ -94,7 +95,8 @@ def run_name(spec: RunSpec) -> str:
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation (ddof 1) over seeds per dataset, backbone and method."""
-    columns = [c for c in table.columns if c in SUMMARY or c.startswith("ood_")]
+    columns = [c for c in SUMMARY if c in table.columns]
+    columns += sorted(c for c in table.columns if c.startswith("ood_"))
     grouped = table.groupby(["dataset", "backbone", "method"], sort=True)[columns]
     summary = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std"))
     summary.insert(0, "seeds", grouped.size())
@@ -187,8 +189,8 @@ TERMINAL_COLUMNS = ("method", "seeds", "acc", "ece", "adaece", "cece", "temperat
 
 def print_summary(header: list[str], rows: list[list[str]], console: Console) -> None:
     """The summary on the terminal: one table per dataset and backbone, key columns only."""
-    if console.width < 132:
-        console = Console(file=console.file, width=132)
+    if console.width < 160:
+        console = Console(file=console.file, width=160)
     keep = [header.index(c) for c in TERMINAL_COLUMNS if c in header]
     groups: dict[tuple[str, str], list[list[str]]] = {}
     for row in rows:
@@ -197,7 +199,7 @@ def print_summary(header: list[str], rows: list[list[str]], console: Console) ->
         table = Table(title=f"{dataset} / {backbone}: percent, mean ± std over seeds, "
                       "_ts after temperature scaling", title_justify="left")
         for i in keep:
-            table.add_column(header[i].replace("temperature", "T"), no_wrap=header[i] == "method",
+            table.add_column(header[i].replace("temperature", "T"), no_wrap=True,
                              justify="left" if header[i] == "method" else "right")
         for row in members:
             table.add_row(*[row[i] for i in keep])
