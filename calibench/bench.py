@@ -21,15 +21,18 @@ from calibench.registry import DATASETS
 
 
 class CachedLogits(nn.Module):
-    """A stand-in model: returns the first ``len(x)`` rows of a logit table, counting calls."""
+    """A stand-in model: returns the first ``len(x)`` rows of a logit table, counting calls and
+    the samples passed through it."""
 
     def __init__(self, max_batch: int, num_classes: int, device: torch.device) -> None:
         super().__init__()
         self.logits = nn.Parameter(torch.randn(max_batch, num_classes, device=device))
         self.calls = 0
+        self.samples = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
+        self.samples += x.shape[0]
         return self.logits[: x.shape[0]] * 1.0
 
 
@@ -37,6 +40,7 @@ class CachedLogits(nn.Module):
 class BenchRow:
     method: str
     forward_passes: int
+    samples_per_input: float
     step_ms: float
     loss_ms: float
     model_ms: float
@@ -91,8 +95,9 @@ def bench_methods(
             method.loss(stub, x, y).total.backward()
 
         step_ms = _time_ms(full_step, steps, warmup, device)
-        stub.calls = 0
+        stub.calls = stub.samples = 0
         loss_ms = _time_ms(loss_only, steps, warmup, device)
         passes = stub.calls // (steps + warmup)
-        rows.append(BenchRow(name, passes, step_ms, loss_ms, step_ms - loss_ms))
+        samples = stub.samples / ((steps + warmup) * batch_size)
+        rows.append(BenchRow(name, passes, samples, step_ms, loss_ms, step_ms - loss_ms))
     return rows

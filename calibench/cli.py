@@ -233,11 +233,13 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     base = next((r for r in rows if r.method == "ce"), rows[0])
     table = Table(title=f"ms per training step: {args.backbone} on {args.dataset}-shaped batches "
                   f"of {args.batch_size}, {device}, median of {args.steps} steps")
-    for column in ("method", "forward passes", "step", "model fwd/bwd + optimiser",
+    for column in ("method", "forward calls", "images through model / batch", "step",
+                   "model fwd/bwd + optimiser",
                    "method's loss work", f"step / {base.method} step"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for r in rows:
-        table.add_row(r.method, str(r.forward_passes), f"{r.step_ms:.2f}", f"{r.model_ms:.2f}",
+        table.add_row(r.method, str(r.forward_passes), f"{r.samples_per_input:.0f}x",
+                      f"{r.step_ms:.2f}", f"{r.model_ms:.2f}",
                       f"{r.loss_ms:.2f}", f"{r.step_ms / base.step_ms:.2f}x")
     console.print(table)
     return 0
