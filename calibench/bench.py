@@ -11,11 +11,12 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
-from calibench.method import get_method
+from calibench.method import Method, get_method
 from calibench.models import build_backbone
 from calibench.registry import DATASETS
 
@@ -66,8 +67,13 @@ def _time_ms(fn, steps: int, warmup: int, device: torch.device) -> float:
 
 
 def bench_methods(
-    methods: list[str], dataset: str, backbone: str, batch_size: int, steps: int,
-    device: torch.device, warmup: int = 2,
+    methods: list[str],
+    dataset: str,
+    backbone: str,
+    batch_size: int,
+    steps: int,
+    device: torch.device,
+    warmup: int = 2,
 ) -> list[BenchRow]:
     """Median milliseconds per training step for each method on random inputs shaped like
     ``dataset``: the whole step, the method's own loss work, and the rest (the model)."""
@@ -84,20 +90,30 @@ def bench_methods(
         method = get_method(name)
         method.seed(0)
         stub = CachedLogits(16 * batch_size, spec.num_classes, device)
-
-        def full_step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            method.loss(model, x, y).total.backward()
-            optimizer.step()
-
-        def loss_only() -> None:
-            stub.zero_grad(set_to_none=True)
-            method.loss(stub, x, y).total.backward()
-
-        step_ms = _time_ms(full_step, steps, warmup, device)
-        stub.calls = stub.samples = 0
-        loss_ms = _time_ms(loss_only, steps, warmup, device)
-        passes = stub.calls // (steps + warmup)
-        samples = stub.samples / ((steps + warmup) * batch_size)
-        rows.append(BenchRow(name, passes, samples, step_ms, loss_ms, step_ms - loss_ms))
+        step_ms = _time_ms(partial(_step, method, model, optimizer, x, y), steps, warmup, device)
+        loss_ms = _time_ms(partial(_step, method, stub, None, x, y), steps, warmup, device)
+        calls = steps + warmup
+        rows.append(
+            BenchRow(
+                name,
+                stub.calls // calls,
+                stub.samples / (calls * batch_size),
+                step_ms,
+                loss_ms,
+                step_ms - loss_ms,
+            )
+        )
     return rows
+
+
+def _step(
+    method: Method,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> None:
+    model.zero_grad(set_to_none=True)
+    method.loss(model, x, y).total.backward()
+    if optimizer is not None:
+        optimizer.step()

@@ -121,13 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     _common(report)
 
     bench = sub.add_parser(
-        "bench", help="time each method's loss beside the model's forward/backward per step",
+        "bench",
+        help="time each method's loss beside the model's forward/backward per step",
         description="Per training step: the whole step, the method's own loss work (mixing, "
         "losses and their backward, measured with a stand-in model) and the remainder, which "
         "is the model's forward/backward passes and the optimiser step.",
     )
     bench.add_argument("--methods", type=_names, help="methods to time (default: all)")
-    bench.add_argument("--dataset", default="digits", help="input shape and classes (default digits)")
+    bench.add_argument(
+        "--dataset",
+        default="digits",
+        help="input shape and class count of the random batches (default digits)",
+    )
     bench.add_argument("--backbone", default="small_cnn")
     bench.add_argument("--batch-size", type=_positive_int, default=128)
     bench.add_argument("--steps", type=_positive_int, default=20)
@@ -231,16 +236,30 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     device = resolve_device(args.device)
     rows = bench_methods(methods, args.dataset, args.backbone, args.batch_size, args.steps, device)
     base = next((r for r in rows if r.method == "ce"), rows[0])
-    table = Table(title=f"ms per training step: {args.backbone} on {args.dataset}-shaped batches "
-                  f"of {args.batch_size}, {device}, median of {args.steps} steps")
-    for column in ("method", "forward calls", "images through model / batch", "step",
-                   "model fwd/bwd + optimiser",
-                   "method's loss work", f"step / {base.method} step"):
+    table = Table(
+        title=f"ms per training step: {args.backbone} on {args.dataset}-shaped batches "
+        f"of {args.batch_size}, {device}, median of {args.steps} steps"
+    )
+    for column in (
+        "method",
+        "forward calls",
+        "images through model / batch",
+        "step",
+        "model fwd/bwd + optimiser",
+        "method's loss work",
+        f"step / {base.method} step",
+    ):
         table.add_column(column, justify="left" if column == "method" else "right")
     for r in rows:
-        table.add_row(r.method, str(r.forward_passes), f"{r.samples_per_input:.0f}x",
-                      f"{r.step_ms:.2f}", f"{r.model_ms:.2f}",
-                      f"{r.loss_ms:.2f}", f"{r.step_ms / base.step_ms:.2f}x")
+        table.add_row(
+            r.method,
+            str(r.forward_passes),
+            f"{r.samples_per_input:.0f}x",
+            f"{r.step_ms:.2f}",
+            f"{r.model_ms:.2f}",
+            f"{r.loss_ms:.2f}",
+            f"{r.step_ms / base.step_ms:.2f}x",
+        )
     console.print(table)
     return 0
 

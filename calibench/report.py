@@ -53,8 +53,19 @@ PERCENT = {
     "cece_ts",
     "mce_ts",
 }
-SUMMARY = ["acc", "nll", "ece", "adaece", "cece", "temperature", "acc_ts", "nll_ts", "ece_ts",
-           "adaece_ts", "cece_ts"]
+SUMMARY = [
+    "acc",
+    "nll",
+    "ece",
+    "adaece",
+    "cece",
+    "temperature",
+    "acc_ts",
+    "nll_ts",
+    "ece_ts",
+    "adaece_ts",
+    "cece_ts",
+]
 FORMATS = ("md", "csv", "tex")
 
 
@@ -183,8 +194,18 @@ def draw_diagrams(runs: list[tuple[str, RunSpec, dict]], table: pd.DataFrame, fo
             reliability_diagram(bins, title, folder / f"{name}{suffix}.png")
 
 
-TERMINAL_COLUMNS = ("method", "seeds", "acc", "ece", "adaece", "cece", "temperature", "ece_ts",
-                    "adaece_ts", "cece_ts")
+TERMINAL_COLUMNS = (
+    "method",
+    "seeds",
+    "acc",
+    "ece",
+    "adaece",
+    "cece",
+    "temperature",
+    "ece_ts",
+    "adaece_ts",
+    "cece_ts",
+)
 
 
 def print_summary(header: list[str], rows: list[list[str]], console: Console) -> None:
@@ -196,11 +217,17 @@ def print_summary(header: list[str], rows: list[list[str]], console: Console) ->
     for row in rows:
         groups.setdefault((row[0], row[1]), []).append(row)
     for (dataset, backbone), members in groups.items():
-        table = Table(title=f"{dataset} / {backbone}: percent, mean ± std over seeds, "
-                      "_ts after temperature scaling", title_justify="left")
+        table = Table(
+            title=f"{dataset} / {backbone}: percent, mean ± std over seeds, "
+            "_ts after temperature scaling",
+            title_justify="left",
+        )
         for i in keep:
-            table.add_column(header[i].replace("temperature", "T"), no_wrap=True,
-                             justify="left" if header[i] == "method" else "right")
+            table.add_column(
+                header[i].replace("temperature", "T"),
+                no_wrap=True,
+                justify="left" if header[i] == "method" else "right",
+            )
         for row in members:
             table.add_row(*[row[i] for i in keep])
         console.print(table)

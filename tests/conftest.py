@@ -28,6 +28,11 @@ def bypass_md5(monkeypatch: pytest.MonkeyPatch) -> None:
 def tiny_spec(method: str = "ce", epochs: int = 2, seed: int = 0, **hparams) -> RunSpec:
     """A digits run small enough for a test: a couple of epochs on the CPU."""
     return RunSpec(
-        method=method, dataset="digits", backbone="small_cnn", seed=seed,
-        training=Training(epochs=epochs, batch_size=64, lr=0.05), hparams=hparams, device="cpu",
+        method=method,
+        dataset="digits",
+        backbone="small_cnn",
+        seed=seed,
+        training=Training(epochs=epochs, batch_size=64, lr=0.05),
+        hparams=hparams,
+        device="cpu",
     )

@@ -20,12 +20,28 @@ from pathlib import Path
 import numpy as np
 
 FASHION_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
     "Ankle boot",
 ]
 MNIST_CLASSES = [
-    "0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six",
-    "7 - seven", "8 - eight", "9 - nine",
+    "0 - zero",
+    "1 - one",
+    "2 - two",
+    "3 - three",
+    "4 - four",
+    "5 - five",
+    "6 - six",
+    "7 - seven",
+    "8 - eight",
+    "9 - nine",
 ]
 IDX_NAMES = (
     "train-images-idx3-ubyte",

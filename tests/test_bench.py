@@ -9,11 +9,21 @@ from calibench.cli import main
 
 
 def test_bench_counts_passes_and_splits_time():
-    rows = bench_methods(["ce", "rankmixup_mrl", "rankmixup_mndcg", "regmixup"], "digits",
-                         "small_cnn", batch_size=16, steps=2, device=torch.device("cpu"))
+    rows = bench_methods(
+        ["ce", "rankmixup_mrl", "rankmixup_mndcg", "regmixup"],
+        "digits",
+        "small_cnn",
+        batch_size=16,
+        steps=2,
+        device=torch.device("cpu"),
+    )
     shape = {r.method: (r.forward_passes, r.samples_per_input) for r in rows}
-    assert shape == {"ce": (1, 1.0), "rankmixup_mrl": (2, 2.0), "rankmixup_mndcg": (2, 4.0),
-                     "regmixup": (1, 2.0)}
+    assert shape == {
+        "ce": (1, 1.0),
+        "rankmixup_mrl": (2, 2.0),
+        "rankmixup_mndcg": (2, 4.0),
+        "regmixup": (1, 2.0),
+    }
     for r in rows:
         assert r.step_ms > 0 and r.loss_ms > 0
         assert abs(r.model_ms + r.loss_ms - r.step_ms) < 1e-9

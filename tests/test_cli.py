@@ -11,9 +11,26 @@ import pytest
 import calibench
 from calibench.cli import main
 
-REQUIRED_COLUMNS = {"method", "dataset", "backbone", "seed", "epochs", "acc", "nll", "brier",
-                    "ece", "adaece", "cece", "mce", "temperature", "acc_ts", "nll_ts", "ece_ts",
-                    "adaece_ts", "cece_ts"}
+REQUIRED_COLUMNS = {
+    "method",
+    "dataset",
+    "backbone",
+    "seed",
+    "epochs",
+    "acc",
+    "nll",
+    "brier",
+    "ece",
+    "adaece",
+    "cece",
+    "mce",
+    "temperature",
+    "acc_ts",
+    "nll_ts",
+    "ece_ts",
+    "adaece_ts",
+    "cece_ts",
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +56,8 @@ def test_run_then_report(results, capsys):
     pngs = sorted(p.name for p in (report / "diagrams").glob("*.png"))
     assert pngs == sorted(
         f"digits_small_cnn_{m}_seed0{suffix}.png"
-        for m in calibench.list_methods() for suffix in ("", "_ts")
+        for m in calibench.list_methods()
+        for suffix in ("", "_ts")
     )
     assert all((report / "diagrams" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
     markdown = (report / "results.md").read_text()
@@ -113,8 +131,19 @@ def test_list_commands(capsys):
 
 def test_console_script_bad_input_has_no_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "calibench.cli", "run", "--methods", "nope", "--output",
-         str(tmp_path)], capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "calibench.cli",
+            "run",
+            "--methods",
+            "nope",
+            "--output",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "unknown method 'nope'" in proc.stderr and "Traceback" not in proc.stderr
@@ -129,17 +158,39 @@ def test_fake_cifar10_flows_through_run_and_report(tmp_path, bypass_md5, capsys)
     write_fake_cifar10(tmp_path / "data")
     write_fake_svhn(tmp_path / "data")
     out = tmp_path / "out"
-    argv = ["run", "--datasets", "cifar10", "--methods", "ce,rankmixup_mrl", "--epochs", "1",
-            "--backbones", "small_cnn", "--ood", "svhn", "--data-root", str(tmp_path / "data"),
-            "--set", "training.batch_size=8", "--device", "cpu", "--output", str(out)]
+    argv = [
+        "run",
+        "--datasets",
+        "cifar10",
+        "--methods",
+        "ce,rankmixup_mrl",
+        "--epochs",
+        "1",
+        "--backbones",
+        "small_cnn",
+        "--ood",
+        "svhn",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--set",
+        "training.batch_size=8",
+        "--device",
+        "cpu",
+        "--output",
+        str(out),
+    ]
     assert main(argv) == 0
     assert main(["report", "--output", str(out)]) == 0
     with open(out / "report" / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert {r["dataset"] for r in rows} == {"cifar10"} and len(rows) == 2
     for row in rows:
-        for column in ("ood_svhn_auroc_entropy", "ood_svhn_auroc_msp",
-                       "ood_svhn_auroc_entropy_ts", "ood_svhn_auroc_msp_ts"):
+        for column in (
+            "ood_svhn_auroc_entropy",
+            "ood_svhn_auroc_msp",
+            "ood_svhn_auroc_entropy_ts",
+            "ood_svhn_auroc_msp_ts",
+        ):
             assert 0.0 <= float(row[column]) <= 1.0
     assert "ood_svhn_auroc_msp" in (out / "report" / "results.md").read_text()
 

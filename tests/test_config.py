@@ -53,10 +53,14 @@ def test_epochs_flag_rescales_milestones(config):
 
 
 def test_set_overrides_method_and_training(config):
-    specs = build_run_specs(config, Overrides(
-        methods=["rankmixup_mrl", "ce"], datasets=["cifar10"],
-        sets=["rankmixup_mrl.margin=1.5", "rankmixup_mrl.confidence=prob", "training.lr=0.05"],
-    ))
+    specs = build_run_specs(
+        config,
+        Overrides(
+            methods=["rankmixup_mrl", "ce"],
+            datasets=["cifar10"],
+            sets=["rankmixup_mrl.margin=1.5", "rankmixup_mrl.confidence=prob", "training.lr=0.05"],
+        ),
+    )
     mrl = next(s for s in specs if s.method == "rankmixup_mrl")
     assert mrl.hparams == {"margin": 1.5, "alpha": 2.0, "confidence": "prob"}
     assert all(s.training.lr == 0.05 for s in specs)

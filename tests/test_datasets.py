@@ -82,8 +82,15 @@ def test_specs() -> None:
     }
     for name, values in expected.items():
         s = DATASETS.get(name)
-        assert (s.num_classes, s.in_channels, s.image_size, s.mean, s.std, s.crop_padding,
-                s.hflip) == values, name
+        assert (
+            s.num_classes,
+            s.in_channels,
+            s.image_size,
+            s.mean,
+            s.std,
+            s.crop_padding,
+            s.hflip,
+        ) == values, name
 
 
 # CIFAR
@@ -217,9 +224,7 @@ def test_fashion_mnist_round_trip(tmp_path: Path, no_fallback: Path) -> None:
     assert len(data.val) == 4
 
 
-def test_fashion_mnist_debian_fallback(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_fashion_mnist_debian_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     package = tmp_path / "usr-share-datasets-fashion-mnist"
     fake = write_fake_mnist_raw(tmp_path, 50, 10, dataset="FashionMNIST", gz=True, folder=package)
     monkeypatch.setattr(mnist_module, "FASHION_MNIST_FALLBACK_DIR", package)

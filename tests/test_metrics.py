@@ -10,8 +10,9 @@ import torch
 
 from calibench import metrics as M
 
-GOLDEN_PROBS = np.array([[0.25, 0.20, 0.55], [0.55, 0.05, 0.40], [0.10, 0.30, 0.60],
-                         [0.90, 0.05, 0.05]])
+GOLDEN_PROBS = np.array(
+    [[0.25, 0.20, 0.55], [0.55, 0.05, 0.40], [0.10, 0.30, 0.60], [0.90, 0.05, 0.05]]
+)
 GOLDEN_LABELS = np.array([0, 1, 2, 0])
 
 
@@ -83,8 +84,10 @@ def test_cece_hand_computed():
 def test_cece_uses_all_classes_not_max_label():
     probs = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1]])
     labels = np.array([0, 0])
-    per_class = [M.calibration_bins(probs[:, k], labels == k, M.equal_width_edges(15))
-                 .expected_error() for k in range(3)]
+    per_class = [
+        M.calibration_bins(probs[:, k], labels == k, M.equal_width_edges(15)).expected_error()
+        for k in range(3)
+    ]
     assert M.cece(probs, labels) == pytest.approx(np.mean(per_class))
     assert M.cece(probs, labels) != pytest.approx(per_class[0])
 

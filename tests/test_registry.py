@@ -47,8 +47,19 @@ def test_names_filter_by_pattern():
 
 
 def test_builtin_methods_are_registered():
-    expected = {"ce", "ls", "focal", "flsd53", "mbls", "mixup", "rankmixup_mrl",
-                "rankmixup_mndcg", "regmixup", "brier", "entropy_penalty"}
+    expected = {
+        "ce",
+        "ls",
+        "focal",
+        "flsd53",
+        "mbls",
+        "mixup",
+        "rankmixup_mrl",
+        "rankmixup_mndcg",
+        "regmixup",
+        "brier",
+        "entropy_penalty",
+    }
     assert expected <= set(calibench.list_methods())
 
 

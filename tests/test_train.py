@@ -33,8 +33,15 @@ def test_run_folder_and_index(tmp_path):
     metrics = train_run(spec, store)
     run_dir = store.run_dir(spec)
     names = {p.name for p in run_dir.iterdir()}
-    assert {"config.json", "split.npz", "log.csv", "last.pt", "best.pt", "logits.npz",
-            "metrics.json"} <= names
+    assert {
+        "config.json",
+        "split.npz",
+        "log.csv",
+        "last.pt",
+        "best.pt",
+        "logits.npz",
+        "metrics.json",
+    } <= names
     assert not [n for n in names if n.endswith(".tmp")]
     log = (run_dir / "log.csv").read_text().splitlines()
     assert log[0].split(",")[:5] == ["epoch", "lr", "loss", "ce", "margin"]
@@ -109,8 +116,14 @@ def test_loader_normalises_and_covers_the_split():
 def test_train_loader_drops_last_and_shuffles_reproducibly():
     spec = DATASETS.get("digits")
     data = load_dataset("digits", "", False, 0)
-    batches = [list(DeviceLoader(data.train, spec, 64, torch.device("cpu"), True,
-                                 torch.Generator().manual_seed(s))) for s in (0, 0, 1)]
+    batches = [
+        list(
+            DeviceLoader(
+                data.train, spec, 64, torch.device("cpu"), True, torch.Generator().manual_seed(s)
+            )
+        )
+        for s in (0, 0, 1)
+    ]
     assert len(batches[0]) == len(data.train) // 64
     assert all(x.shape[0] == 64 for x, _ in batches[0])
     assert torch.equal(batches[0][0][1], batches[1][0][1])

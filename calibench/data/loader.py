@@ -2,8 +2,9 @@
 
 The whole split lives on the training device as uint8; each batch is augmented (zero padding is
 black, as in torchvision's RandomCrop) and then normalised, with batched tensor ops (random crop
-by gather, horizontal flip by ``where``), with no worker processes. Shuffling and augmentation draw from a ``torch.Generator`` so runs are reproducible
-and resumable (the generator's state is checkpointed with the run).
+by gather, horizontal flip by ``where``), with no worker processes. Shuffling and augmentation
+draw from a ``torch.Generator`` so runs are reproducible and resumable (the generator's state is
+checkpointed with the run).
 """
 
 from __future__ import annotations
