@@ -30,6 +30,16 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module:
+    """The residual shortcut: identity, or a 1x1 conv + BN projection when the stride or the
+    width changes (He et al. 2016, option B)."""
+    if stride == 1 and in_planes == out_planes:
+        return nn.Identity()
+    return nn.Sequential(
+        nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False), nn.BatchNorm2d(out_planes)
+    )
+
+
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (strided), 1x1 expand by 4, each conv followed by BN; ReLU after the sum.
 
@@ -52,12 +62,7 @@ class Bottleneck(nn.Module):
             nn.Conv2d(planes, out_planes, 1, bias=False),
             nn.BatchNorm2d(out_planes),
         )
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_planes != out_planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_planes),
-            )
+        self.shortcut = shortcut(in_planes, out_planes, stride)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from calibench.models.registry import register_backbone
-from calibench.models.resnet import init_weights
+from calibench.models.resnet import init_weights, shortcut
 
 
 class WideBasicBlock(nn.Module):
@@ -26,12 +26,7 @@ class WideBasicBlock(nn.Module):
             nn.Conv2d(planes, planes, 3, padding=1, bias=False),
             nn.BatchNorm2d(planes),
         )
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes),
-            )
+        self.shortcut = shortcut(in_planes, planes, stride)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
