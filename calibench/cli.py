@@ -101,9 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="retrain runs that are already complete")
     run.add_argument(
         "--executor",
-        choices=["local", "slurm"],
+        choices=["local", "processes", "slurm"],
         default="local",
-        help="local (default) or slurm (submitit; see [slurm] in benchmark.toml)",
+        help="local: one run after another in this process (default); processes: one worker "
+        "process per device of --devices; slurm: one job per run through submitit ([slurm] in "
+        "benchmark.toml)",
+    )
+    run.add_argument(
+        "--devices", type=_names, help="devices of the processes executor (default: every GPU)"
     )
     _common(run)
 
@@ -181,7 +186,7 @@ def _setup(args: argparse.Namespace) -> tuple[dict, Path]:
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from calibench.config import Overrides, build_run_specs, plugin_dirs
-    from calibench.executors import run_local, run_slurm
+    from calibench.executors import run_local, run_processes, run_slurm, visible_gpus
     from calibench.progress import RichProgress
     from calibench.store import Store
 
@@ -204,11 +209,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     )
     store = Store(args.output)
     console.print(f"{len(specs)} runs -> {store.root}")
+    progress = RichProgress(console, len(specs))
+    dirs = plugin_dirs(config, path) + [Path(p) for p in args.plugins]
     if args.executor == "slurm":
-        dirs = plugin_dirs(config, path) + [Path(p) for p in args.plugins]
         run_slurm(specs, store, dirs, dict(config.get("slurm", {})), force=args.force)
+    elif args.executor == "processes":
+        run_processes(specs, store, args.devices or visible_gpus(), dirs, args.force, progress)
     else:
-        run_local(specs, store, args.force, RichProgress(console, len(specs)))
+        run_local(specs, store, args.force, progress)
     return 0
 
 

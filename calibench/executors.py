@@ -1,11 +1,15 @@
-"""Where runs execute: in this process, or as jobs on a SLURM cluster through submitit.
+"""Where runs execute: in this process, in one worker process per device (e.g. per local GPU),
+or as jobs on a SLURM cluster through submitit.
 
 Every executor does the same thing per spec: skip it when the store already holds it complete
-(unless forced), otherwise train it, resuming from its last checkpoint if one exists.
+(unless forced), otherwise train it, resuming from its last checkpoint if one exists. Workers
+and jobs share the store; SQLite serialises their writes to the index.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing as mp
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,23 @@ from calibench.progress import RichProgress
 from calibench.store import Store
 
 
+def pending_specs(
+    specs: list[RunSpec], store: Store, force: bool, progress: RichProgress | None = None
+) -> list[RunSpec]:
+    """The specs still to train, reporting the skipped ones; with ``force``, all of them, their
+    resume checkpoints dropped."""
+    todo = []
+    for spec in specs:
+        if force:
+            store.reset(spec)
+        elif store.is_complete(spec):
+            if progress:
+                progress.skip(spec)
+            continue
+        todo.append(spec)
+    return todo
+
+
 def run_local(
     specs: list[RunSpec], store: Store, force: bool = False, progress: RichProgress | None = None
 ) -> list[dict[str, Any]]:
@@ -22,13 +43,7 @@ def run_local(
     from calibench.train import train_run
 
     results = []
-    for spec in specs:
-        if not force and store.is_complete(spec):
-            if progress:
-                progress.skip(spec)
-            continue
-        if force:
-            store.reset(spec)
+    for spec in pending_specs(specs, store, force, progress):
         try:
             results.append(train_run(spec, store, progress))
         except BaseException:
@@ -38,13 +53,71 @@ def run_local(
     return results
 
 
-def _train_in_job(spec_dict: dict[str, Any], output: str, plugin_dirs: list[str]) -> dict:
+def _train_in_worker(spec_dict: dict[str, Any], output: str, plugin_dirs: list[str]) -> dict:
+    """Entry point of a worker process or cluster job: load plugins, train one spec."""
     from calibench.registry import discover_plugins
     from calibench.train import train_run
 
     discover_plugins([Path(p) for p in plugin_dirs])
-    spec = RunSpec.from_dict(spec_dict)
-    return train_run(spec, Store(Path(output)))
+    return train_run(RunSpec.from_dict(spec_dict), Store(Path(output)))
+
+
+_worker_device: str = "cpu"
+
+
+def _claim_device(devices: Any) -> None:
+    global _worker_device
+    _worker_device = devices.get()
+
+
+def _train_on_claimed_device(job: tuple[dict[str, Any], str, list[str]]) -> tuple[str, dict]:
+    spec_dict, output, plugin_dirs = job
+    spec_dict = {**spec_dict, "device": _worker_device}
+    return _worker_device, _train_in_worker(spec_dict, output, plugin_dirs)
+
+
+def visible_gpus() -> list[str]:
+    """``cuda:0``, ``cuda:1``... for every visible GPU; an error when there is none."""
+    import torch
+
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise CalibenchError(
+            "the processes executor found no GPU. Name the devices with --devices "
+            "(e.g. --devices cpu,cpu) or use --executor local."
+        )
+    return [f"cuda:{i}" for i in range(count)]
+
+
+def run_processes(
+    specs: list[RunSpec],
+    store: Store,
+    devices: list[str],
+    plugin_dirs: list[Path],
+    force: bool = False,
+    progress: RichProgress | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``specs`` in one worker process per entry of ``devices`` (``cuda:0``, ``cuda:1``...;
+    ``cpu`` entries work too), each worker taking the next pending spec when it is free."""
+    if not devices:
+        raise CalibenchError("the processes executor needs at least one device (--devices).")
+    todo = pending_specs(specs, store, force, progress)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    for device in devices:
+        queue.put(device)
+    jobs = [(s.to_dict(), str(store.root), [str(p) for p in plugin_dirs]) for s in todo]
+    labels = {s.run_id: s for s in todo}
+    results = []
+    with ctx.Pool(len(devices), initializer=_claim_device, initargs=(queue,)) as pool:
+        for device, metrics in pool.imap_unordered(_train_on_claimed_device, jobs):
+            results.append(metrics)
+            if progress:
+                spec = labels[metrics["run_id"]]
+                progress.finish(
+                    dataclasses.replace(spec, device=device), metrics, metrics["train_seconds"]
+                )
+    return results
 
 
 def run_slurm(
@@ -55,27 +128,31 @@ def run_slurm(
     force: bool = False,
     wait: bool = True,
 ) -> list[Any]:
-    """Submit one SLURM job per pending spec with submitit (``pip install calibench[slurm]``);
-    ``slurm`` holds submitit's ``slurm_*`` parameters (partition, gpus_per_node, timeout_min...).
-    A job that is pre-empted or times out resumes from its checkpoint when resubmitted."""
+    """Submit one SLURM job per pending spec with submitit (``pip install calibench[slurm]``).
+
+    ``slurm`` holds submitit's parameters (``timeout_min``, ``gpus_per_node``, ``slurm_partition``
+    ...) and optionally ``cluster`` (``slurm``, or ``local``/``debug`` to try a setup without a
+    cluster). A job that is pre-empted or times out resumes from its checkpoint when resubmitted."""
     try:
         import submitit
     except ImportError:
         raise CalibenchError(
             "the slurm executor needs submitit: pip install 'calibench[slurm]'."
         ) from None
-    pending = [s for s in specs if force or not store.is_complete(s)]
-    if force:
-        for spec in pending:
-            store.reset(spec)
-    executor = submitit.AutoExecutor(folder=store.root / "slurm" / "%j")
-    executor.update_parameters(**slurm)
+    params = dict(slurm)
+    executor = submitit.AutoExecutor(
+        folder=store.root / "slurm" / "%j", cluster=params.pop("cluster", None)
+    )
+    try:
+        executor.update_parameters(**params)
+    except (NameError, TypeError, ValueError) as exc:
+        raise CalibenchError(f"bad [slurm] settings in benchmark.toml: {exc}") from None
     jobs = []
     with executor.batch():
-        for spec in pending:
+        for spec in pending_specs(specs, store, force):
             jobs.append(
                 executor.submit(
-                    _train_in_job, spec.to_dict(), str(store.root), [str(p) for p in plugin_dirs]
+                    _train_in_worker, spec.to_dict(), str(store.root), [str(p) for p in plugin_dirs]
                 )
             )
     return [job.result() for job in jobs] if wait else jobs

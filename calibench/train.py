@@ -228,6 +228,7 @@ def train_run(
     save_arrays(run_dir / "logits.npz", **logits)
     metrics = evaluate_logits(logits, t.temperature_fit, t.n_bins)
     metrics.update(
+        run_id=spec.run_id,
         best_epoch=best["epoch"],
         best_val_acc=best["val_acc"],
         train_seconds=time.perf_counter() - started,
