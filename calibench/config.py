@@ -45,6 +45,7 @@ class Training:
     split_seed: int = 0
     temperature_fit: str = "ece_grid"
     n_bins: int = 15
+    precision: str = "fp32"
 
     def milestone_epochs(self) -> list[int]:
         """Epochs after which the learning rate is multiplied by ``lr_decay``."""
@@ -52,6 +53,10 @@ class Training:
 
 
 TRAINING_KEYS = {f.name for f in fields(Training)}
+PRECISIONS = ("fp32", "bf16")
+ADDED_LATER = {"precision": "fp32"}
+"""Training settings added after stores existed: they enter the run id only when they differ
+from these values, so the runs of an existing store keep their ids."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,9 @@ class RunSpec:
         d = asdict(self)
         for key in ("data_root", "download", "device"):
             d.pop(key)
+        for key, default in ADDED_LATER.items():
+            if d["training"][key] == default:
+                del d["training"][key]
         return d
 
     @property
@@ -226,6 +234,8 @@ def _check_training(t: Training) -> None:
         problems.append(f"lr must be > 0 (got {t.lr!r})")
     if t.temperature_fit not in TEMPERATURE_FITS:
         problems.append(f"temperature_fit must be one of {', '.join(TEMPERATURE_FITS)}")
+    if t.precision not in PRECISIONS:
+        problems.append(f"precision must be one of {', '.join(PRECISIONS)} (got {t.precision!r})")
     if problems:
         raise CalibenchError("bad training settings: " + "; ".join(problems) + ".")
 

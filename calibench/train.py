@@ -13,7 +13,7 @@ import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -77,6 +77,8 @@ class Prepared:
 def prepare(spec: RunSpec) -> Prepared:
     """Load the data and build model, method, optimiser, schedule and generator for ``spec``."""
     device = resolve_device(spec.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     dataset = DATASETS.get(spec.dataset)
     data = load_dataset(spec.dataset, spec.data_root, spec.download, spec.training.split_seed)
     torch.manual_seed(spec.seed)
@@ -96,19 +98,28 @@ def prepare(spec: RunSpec) -> Prepared:
     return Prepared(data, dataset, model, method, optimizer, scheduler, generator, device)
 
 
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bf16 mixed precision when ``precision == "bf16"``, else a disabled autocast."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, loader: DeviceLoader) -> np.ndarray:
+def predict_logits(model: nn.Module, loader: DeviceLoader, precision: str = "fp32") -> np.ndarray:
     """Eval-mode logits of every sample of ``loader``, in order, as float32."""
     model.eval()
-    return torch.cat([model(x).float() for x, _ in loader]).cpu().numpy()
+    with autocast(loader.images.device, precision):
+        return torch.cat([model(x).float() for x, _ in loader]).cpu().numpy()
 
 
-def train_one_epoch(p: Prepared, loader: DeviceLoader, grad_clip: float) -> dict[str, float]:
+def train_one_epoch(
+    p: Prepared, loader: DeviceLoader, grad_clip: float, precision: str = "fp32"
+) -> dict[str, float]:
     """One pass over the training data; returns the epoch means of the loss and its terms."""
     p.model.train()
     sums: dict[str, torch.Tensor] = {}
     for x, y in loader:
-        out = p.method.loss(p.model, x, y)
+        with autocast(p.device, precision):
+            out = p.method.loss(p.model, x, y)
         p.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         if grad_clip > 0:
@@ -174,6 +185,7 @@ def train_run(
     t = spec.training
     train_loader = DeviceLoader(p.data.train, p.dataset, t.batch_size, p.device, True, p.generator)
     val_loader = DeviceLoader(p.data.val, p.dataset, t.eval_batch_size, p.device)
+    predict = partial(predict_logits, p.model, precision=t.precision)
     save_arrays(
         run_dir / "split.npz", train_indices=p.data.train_indices, val_indices=p.data.val_indices
     )
@@ -191,9 +203,9 @@ def train_run(
         tick = time.perf_counter()
         lr = p.optimizer.param_groups[0]["lr"]
         row: dict[str, Any] = {"epoch": epoch, "lr": lr}
-        row.update(train_one_epoch(p, train_loader, t.grad_clip))
+        row.update(train_one_epoch(p, train_loader, t.grad_clip, t.precision))
         p.scheduler.step()
-        val = calibration_metrics(predict_logits(p.model, val_loader), val_labels, t.n_bins)
+        val = calibration_metrics(predict(val_loader), val_labels, t.n_bins)
         row.update(
             val_acc=val["acc"],
             val_nll=val["nll"],
@@ -213,17 +225,15 @@ def train_run(
 
     p.model.load_state_dict(torch.load(run_dir / "best.pt", map_location=p.device))
     logits = {
-        "val_logits": predict_logits(p.model, val_loader),
+        "val_logits": predict(val_loader),
         "val_labels": val_labels,
-        "test_logits": predict_logits(
-            p.model, DeviceLoader(p.data.test, p.dataset, t.eval_batch_size, p.device)
-        ),
+        "test_logits": predict(DeviceLoader(p.data.test, p.dataset, t.eval_batch_size, p.device)),
         "test_labels": p.data.test.labels.numpy(),
     }
     for name in spec.ood:
         ood = load_dataset(name, spec.data_root, spec.download, t.split_seed)
-        logits[f"ood_{name}_logits"] = predict_logits(
-            p.model, DeviceLoader(ood.test, p.dataset, t.eval_batch_size, p.device)
+        logits[f"ood_{name}_logits"] = predict(
+            DeviceLoader(ood.test, p.dataset, t.eval_batch_size, p.device)
         )
     save_arrays(run_dir / "logits.npz", **logits)
     metrics = evaluate_logits(logits, t.temperature_fit, t.n_bins)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 
@@ -142,3 +143,12 @@ def test_random_crop_shifts_with_zero_padding():
     flipped = random_hflip(images, torch.Generator().manual_seed(0))
     is_flipped = (flipped == images.flip(-1)).all(dim=(1, 2, 3))
     assert 0 < int(is_flipped.sum()) < 64
+
+
+def test_bf16_precision_trains_and_has_its_own_run_id(tmp_path):
+    spec = tiny_spec("rankmixup_mrl", epochs=1)
+    bf16 = dataclasses.replace(spec, training=dataclasses.replace(spec.training, precision="bf16"))
+    assert "precision" not in spec.identity()["training"]
+    assert bf16.run_id != spec.run_id
+    metrics = train_run(bf16, Store(tmp_path))
+    assert 0.0 <= metrics["ece"] <= 1.0 and metrics["acc"] > 0.2
