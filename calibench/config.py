@@ -17,7 +17,7 @@ from typing import Any
 
 from calibench.errors import CalibenchError
 from calibench.method import get_method, list_methods
-from calibench.models import check_backbone_name
+from calibench.models import TIMM_PREFIX, check_backbone_name
 from calibench.registry import DATASETS, METHODS
 
 if sys.version_info >= (3, 11):
@@ -46,6 +46,7 @@ class Training:
     temperature_fit: str = "ece_grid"
     n_bins: int = 15
     precision: str = "fp32"
+    pretrained: bool = False
 
     def milestone_epochs(self) -> list[int]:
         """Epochs after which the learning rate is multiplied by ``lr_decay``."""
@@ -54,7 +55,7 @@ class Training:
 
 TRAINING_KEYS = {f.name for f in fields(Training)}
 PRECISIONS = ("fp32", "bf16")
-ADDED_LATER = {"precision": "fp32"}
+ADDED_LATER = {"precision": "fp32", "pretrained": False}
 """Training settings added after stores existed: they enter the run id only when they differ
 from these values, so the runs of an existing store keep their ids."""
 
@@ -329,6 +330,11 @@ def build_run_specs(config: dict[str, Any], overrides: Overrides) -> list[RunSpe
         )
         for backbone in backbones:
             check_backbone_name(backbone)
+            if training.pretrained and not backbone.startswith(TIMM_PREFIX):
+                raise CalibenchError(
+                    f"training.pretrained is set, but backbone {backbone!r} has no pretrained "
+                    "weights; only timm/<name> backbones can start from pretrained weights."
+                )
         for method in methods:
             hparams = {
                 **ds_hparams.get(method, {}),

@@ -82,8 +82,9 @@ def prepare(spec: RunSpec) -> Prepared:
     dataset = DATASETS.get(spec.dataset)
     data = load_dataset(spec.dataset, spec.data_root, spec.download, spec.training.split_seed)
     torch.manual_seed(spec.seed)
+    extra = {"pretrained": True} if spec.training.pretrained else {}
     model = build_backbone(
-        spec.backbone, dataset.num_classes, dataset.in_channels, dataset.image_size
+        spec.backbone, dataset.num_classes, dataset.in_channels, dataset.image_size, **extra
     ).to(device)
     t = spec.training
     optimizer = torch.optim.SGD(

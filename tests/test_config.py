@@ -110,3 +110,20 @@ def test_parse_sets_reads_toml_literals():
     assert parse_sets(["a.b=5", "a.c=0.5", "a.d=true", "a.e=prob", 'a.f="x y"']) == {
         "a": {"b": 5, "c": 0.5, "d": True, "e": "prob", "f": "x y"}
     }
+
+
+def test_timm_backbones_are_checked_before_training(config):
+    spec = build_run_specs(config, Overrides(methods=["ce"], backbones=["timm/resnet18"]))[0]
+    assert spec.backbone == "timm/resnet18"
+    with pytest.raises(CalibenchError, match="Unknown timm model 'resnet_nope'"):
+        build_run_specs(config, Overrides(methods=["ce"], backbones=["timm/resnet_nope"]))
+
+
+def test_pretrained_needs_a_timm_backbone(config):
+    with pytest.raises(CalibenchError, match="only timm/<name> backbones"):
+        build_run_specs(config, Overrides(methods=["ce"], sets=["training.pretrained=true"]))
+    spec = build_run_specs(
+        config,
+        Overrides(methods=["ce"], backbones=["timm/resnet18"], sets=["training.pretrained=true"]),
+    )[0]
+    assert spec.training.pretrained and "pretrained" in spec.identity()["training"]

@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 from torch import nn
 
-from calibench.errors import CalibenchError
 from calibench.registry import BACKBONES
 
 BackboneFactory = Callable[..., nn.Module]
@@ -42,7 +41,8 @@ def build_backbone(
 def check_backbone_name(name: str) -> None:
     """Raise a :class:`CalibenchError` listing valid names when ``name`` is unknown."""
     if name.startswith(TIMM_PREFIX):
-        if not name[len(TIMM_PREFIX) :]:
-            raise CalibenchError("'timm/' needs a model name, e.g. timm/resnet18.")
+        from calibench.models.timm_adapter import check_timm_name
+
+        check_timm_name(name[len(TIMM_PREFIX) :])
         return
     BACKBONES.get(name)

@@ -43,6 +43,12 @@ def _unknown_model_error(model_name: str) -> CalibenchError:
     )
 
 
+def check_timm_name(model_name: str) -> None:
+    """Raise a :class:`CalibenchError` with close matches unless timm knows ``model_name``."""
+    if not model_name or not timm.is_model(model_name):
+        raise _unknown_model_error(model_name)
+
+
 def _has_fixed_input_size(model_name: str) -> bool:
     cfg = timm.models.get_pretrained_cfg(model_name)
     return bool(cfg is not None and cfg.fixed_input_size)
@@ -99,8 +105,7 @@ def build_timm(
     hub's download retries on a machine without network). Extra ``kwargs`` go to
     ``timm.create_model``. An unknown name raises a :class:`CalibenchError` listing close matches.
     """
-    if not model_name or not timm.is_model(model_name):
-        raise _unknown_model_error(model_name)
+    check_timm_name(model_name)
     kwargs = {"num_classes": num_classes, "in_chans": in_channels, **kwargs}
     if _has_fixed_input_size(model_name) and "img_size" not in kwargs:
         try:
