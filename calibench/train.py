@@ -181,8 +181,8 @@ def train_run(
     ``stop_after(epoch)`` returning True stops after that epoch, as an interruption would
     (used by the tests of resumption)."""
     started = time.perf_counter()
-    run_dir = store.begin(spec)
     p = prepare(spec)
+    run_dir = store.begin(spec)
     t = spec.training
     train_loader = DeviceLoader(p.data.train, p.dataset, t.batch_size, p.device, True, p.generator)
     val_loader = DeviceLoader(p.data.val, p.dataset, t.eval_batch_size, p.device)

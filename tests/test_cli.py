@@ -199,3 +199,21 @@ def test_ood_set_of_another_shape_is_rejected(tmp_path, capsys):
     argv = ["run", "--datasets", "digits", "--ood", "cifar10", "--output", str(tmp_path)]
     assert main(argv) == 2
     assert "Pick an OOD set of the same shape" in capsys.readouterr().err
+
+
+def test_missing_dataset_stores_nothing(tmp_path, capsys):
+    argv = [
+        "run",
+        "--datasets",
+        "cifar10",
+        "--methods",
+        "ce",
+        "--data-root",
+        str(tmp_path / "nodata"),
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    assert main(argv) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "dataset 'cifar10' not found" in err and "--download" in err
+    assert not (tmp_path / "out" / "runs").exists()
