@@ -138,10 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="digits",
         help="input shape and class count of the random batches (default digits)",
     )
-    bench.add_argument("--backbone", default="small_cnn")
-    bench.add_argument("--batch-size", type=_positive_int, default=128)
-    bench.add_argument("--steps", type=_positive_int, default=20)
-    bench.add_argument("--device", default="auto")
+    bench.add_argument(
+        "--backbone", default="small_cnn", help="backbone to time (default small_cnn)"
+    )
+    bench.add_argument(
+        "--batch-size", type=_positive_int, default=128, help="images per batch (default 128)"
+    )
+    bench.add_argument(
+        "--steps", type=_positive_int, default=20, help="timed steps per method (default 20)"
+    )
+    bench.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     bench.add_argument("--plugins", nargs="+", default=[], metavar="DIR")
     bench.add_argument("--config", type=Path)
 
@@ -189,6 +195,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from calibench.executors import run_local, run_processes, run_slurm, visible_gpus
     from calibench.progress import RichProgress
     from calibench.store import Store
+    from calibench.train import resolve_device
 
     config, path = _setup(args)
     specs = build_run_specs(
@@ -207,6 +214,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             device=args.device,
         ),
     )
+    resolve_device(args.device)
     store = Store(args.output)
     console.print(f"{len(specs)} runs -> {store.root}")
     progress = RichProgress(console, len(specs))
@@ -300,6 +308,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         default = config.get("default_preset", "quick")
         for name, preset in sorted(config.get("presets", {}).items()):
             mark = " (default)" if name == default else ""
+            preset = preset if isinstance(preset, dict) else {}
             console.print(
                 f"[bold]{name}[/]{mark}: {preset.get('description', '')}", highlight=False
             )

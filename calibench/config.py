@@ -60,6 +60,11 @@ ADDED_LATER = {"precision": "fp32", "pretrained": False}
 from these values, so the runs of an existing store keep their ids."""
 
 
+def _digest(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that defines one training run; its hash, minus where and how it runs, is the
@@ -88,8 +93,12 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, default=list)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return _digest(self.identity())
+
+    @property
+    def config_id(self) -> str:
+        """The run id without the seed: runs that differ only by seed share it."""
+        return _digest({k: v for k, v in self.identity().items() if k != "seed"})
 
     @property
     def label(self) -> str:
@@ -192,6 +201,10 @@ def _expand_methods(names: list[str]) -> list[str]:
     for name in names:
         if any(c in name for c in "*?["):
             matches = list_methods(name)
+            if not matches:
+                raise CalibenchError(
+                    f"the pattern {name!r} matches no method. Methods: {', '.join(list_methods())}."
+                )
         else:
             METHODS.get(name)
             matches = [name]
@@ -208,35 +221,75 @@ def _training(layers: list[tuple[str, dict[str, Any]]]) -> Training:
                     f"{where}: unknown training setting {key!r}. "
                     f"Valid: {', '.join(sorted(TRAINING_KEYS))}."
                 )
-            values[key] = value
-    try:
-        if "milestones" in values:
-            values["milestones"] = tuple(float(m) for m in values["milestones"])
-        training = Training(**values)
-    except (TypeError, ValueError) as exc:
-        raise CalibenchError(f"bad training settings {values}: {exc}") from None
+            values[key] = _typed_setting(key, value, where)
+    training = Training(**values)
     _check_training(training)
     return training
 
 
+TRAINING_TYPES = {f.name: f.type for f in fields(Training)}
+
+
+def _typed_setting(key: str, value: Any, where: str) -> Any:
+    """``value`` as the type of Training.<key>; ints are not bools, floats accept ints."""
+    kind = TRAINING_TYPES[key]
+
+    def number(v: Any, integer: bool) -> bool:
+        return not isinstance(v, bool) and isinstance(v, int if integer else (int, float))
+
+    ok = {
+        "int": lambda v: number(v, True),
+        "float": lambda v: number(v, False),
+        "str": lambda v: isinstance(v, str),
+        "bool": lambda v: isinstance(v, bool),
+        "tuple[float, ...]": lambda v: (
+            isinstance(v, list | tuple) and all(number(m, False) for m in v)
+        ),
+    }[kind](value)
+    if not ok:
+        expected = {
+            "int": "an integer",
+            "float": "a number",
+            "str": "a string",
+            "bool": "true or false",
+        }.get(kind, "a list of numbers")
+        raise CalibenchError(f"{where}: training setting {key} must be {expected}, got {value!r}.")
+    if kind == "float":
+        return float(value)
+    if kind.startswith("tuple"):
+        return tuple(float(m) for m in value)
+    return value
+
+
 def _check_training(t: Training) -> None:
+    """Range checks of the training settings, all problems in one message."""
     from calibench.metrics import TEMPERATURE_FITS
 
-    problems = []
-    if not isinstance(t.epochs, int) or t.epochs < 1:
-        problems.append(f"epochs must be a positive integer (got {t.epochs!r})")
-    if not all(0 < m <= 1 for m in t.milestones):
-        problems.append(
-            f"milestones are fractions of the epochs in (0, 1] (got {list(t.milestones)})"
-        )
-    if not isinstance(t.batch_size, int) or t.batch_size < 1:
-        problems.append(f"batch_size must be a positive integer (got {t.batch_size!r})")
-    if not t.lr > 0:
-        problems.append(f"lr must be > 0 (got {t.lr!r})")
-    if t.temperature_fit not in TEMPERATURE_FITS:
-        problems.append(f"temperature_fit must be one of {', '.join(TEMPERATURE_FITS)}")
-    if t.precision not in PRECISIONS:
-        problems.append(f"precision must be one of {', '.join(PRECISIONS)} (got {t.precision!r})")
+    rules = [
+        (t.epochs >= 1, f"epochs must be >= 1 (got {t.epochs})"),
+        (
+            all(0 < m <= 1 for m in t.milestones),
+            f"milestones are fractions of the epochs in (0, 1] (got {list(t.milestones)})",
+        ),
+        (0 < t.lr_decay <= 1, f"lr_decay must be in (0, 1] (got {t.lr_decay})"),
+        (t.lr > 0, f"lr must be > 0 (got {t.lr})"),
+        (0 <= t.momentum < 1, f"momentum must be in [0, 1) (got {t.momentum})"),
+        (t.weight_decay >= 0, f"weight_decay must be >= 0 (got {t.weight_decay})"),
+        (t.batch_size >= 1, f"batch_size must be >= 1 (got {t.batch_size})"),
+        (t.eval_batch_size >= 1, f"eval_batch_size must be >= 1 (got {t.eval_batch_size})"),
+        (t.grad_clip >= 0, f"grad_clip must be >= 0, 0 turning clipping off (got {t.grad_clip})"),
+        (t.split_seed >= 0, f"split_seed must be >= 0 (got {t.split_seed})"),
+        (t.n_bins >= 1, f"n_bins must be >= 1 (got {t.n_bins})"),
+        (
+            t.temperature_fit in TEMPERATURE_FITS,
+            f"temperature_fit must be one of {', '.join(TEMPERATURE_FITS)}",
+        ),
+        (
+            t.precision in PRECISIONS,
+            f"precision must be one of {', '.join(PRECISIONS)} (got {t.precision!r})",
+        ),
+    ]
+    problems = [message for ok, message in rules if not ok]
     if problems:
         raise CalibenchError("bad training settings: " + "; ".join(problems) + ".")
 
@@ -285,17 +338,25 @@ def build_run_specs(config: dict[str, Any], overrides: Overrides) -> list[RunSpe
     """The run specs of a preset after command-line overrides, every name and value validated."""
     presets = _table(config, "presets")
     preset_name = overrides.preset or config.get("default_preset", "quick")
-    if preset_name not in presets:
+    if not isinstance(preset_name, str) or preset_name not in presets:
         raise CalibenchError(
             f"unknown preset {preset_name!r}. "
             f"Valid presets: {', '.join(sorted(presets)) or '(none)'}."
         )
     preset = presets[preset_name]
+    if not isinstance(preset, dict):
+        raise CalibenchError(f"[presets.{preset_name}] must be a table.")
+    for name, table in _table(config, "datasets").items():
+        if not isinstance(table, dict):
+            raise CalibenchError(f"[datasets.{name}] must be a table.")
+        DATASETS.get(name)
     where = f"preset {preset_name!r}"
     methods = _expand_methods(overrides.methods or _str_list(preset.get("methods", ["*"]), where))
     datasets = overrides.datasets or _str_list(preset.get("datasets", ["digits"]), where)
     seeds = overrides.seeds if overrides.seeds is not None else preset.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds):
+    if not isinstance(seeds, list) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
+    ):
         raise CalibenchError(f"{where}: seeds must be a list of non-negative integers.")
     ood = overrides.ood if overrides.ood is not None else _str_list(preset.get("ood", []), where)
     for name in [*datasets, *ood]:
@@ -341,7 +402,7 @@ def build_run_specs(config: dict[str, Any], overrides: Overrides) -> list[RunSpe
                 **pr_hparams.get(method, {}),
                 **sets.get(method, {}),
             }
-            get_method(method, **hparams)
+            hparams = get_method(method, **hparams).hyperparameters()
             for backbone in backbones:
                 for seed in seeds:
                     specs.append(
@@ -358,4 +419,4 @@ def build_run_specs(config: dict[str, Any], overrides: Overrides) -> list[RunSpe
                             device=overrides.device,
                         )
                     )
-    return specs
+    return list({spec.run_id: spec for spec in specs}.values())

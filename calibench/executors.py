@@ -22,13 +22,10 @@ from calibench.store import Store
 def pending_specs(
     specs: list[RunSpec], store: Store, force: bool, progress: RichProgress | None = None
 ) -> list[RunSpec]:
-    """The specs still to train, reporting the skipped ones; with ``force``, all of them, their
-    resume checkpoints dropped."""
+    """The specs still to train (all of them with ``force``), reporting the skipped ones."""
     todo = []
     for spec in specs:
-        if force:
-            store.reset(spec)
-        elif store.is_complete(spec):
+        if not force and store.is_complete(spec):
             if progress:
                 progress.skip(spec)
             continue
@@ -45,7 +42,7 @@ def run_local(
     results = []
     for spec in pending_specs(specs, store, force, progress):
         try:
-            results.append(train_run(spec, store, progress))
+            results.append(train_run(spec, store, progress, fresh=force))
         except BaseException:
             if progress:
                 progress.abort()
@@ -53,13 +50,15 @@ def run_local(
     return results
 
 
-def _train_in_worker(spec_dict: dict[str, Any], output: str, plugin_dirs: list[str]) -> dict:
+def _train_in_worker(
+    spec_dict: dict[str, Any], output: str, plugin_dirs: list[str], fresh: bool
+) -> dict:
     """Entry point of a worker process or cluster job: load plugins, train one spec."""
     from calibench.registry import discover_plugins
     from calibench.train import train_run
 
     discover_plugins([Path(p) for p in plugin_dirs])
-    return train_run(RunSpec.from_dict(spec_dict), Store(Path(output)))
+    return train_run(RunSpec.from_dict(spec_dict), Store(Path(output)), fresh=fresh)
 
 
 _worker_device: str = "cpu"
@@ -70,10 +69,10 @@ def _claim_device(devices: Any) -> None:
     _worker_device = devices.get()
 
 
-def _train_on_claimed_device(job: tuple[dict[str, Any], str, list[str]]) -> tuple[str, dict]:
-    spec_dict, output, plugin_dirs = job
+def _train_on_claimed_device(job: tuple[dict[str, Any], str, list[str], bool]) -> tuple[str, dict]:
+    spec_dict, output, plugin_dirs, fresh = job
     spec_dict = {**spec_dict, "device": _worker_device}
-    return _worker_device, _train_in_worker(spec_dict, output, plugin_dirs)
+    return _worker_device, _train_in_worker(spec_dict, output, plugin_dirs, fresh)
 
 
 def visible_gpus() -> list[str]:
@@ -99,14 +98,18 @@ def run_processes(
 ) -> list[dict[str, Any]]:
     """Train ``specs`` in one worker process per entry of ``devices`` (``cuda:0``, ``cuda:1``...;
     ``cpu`` entries work too), each worker taking the next pending spec when it is free."""
+    from calibench.train import resolve_device
+
     if not devices:
         raise CalibenchError("the processes executor needs at least one device (--devices).")
+    for device in devices:
+        resolve_device(device)
     todo = pending_specs(specs, store, force, progress)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     for device in devices:
         queue.put(device)
-    jobs = [(s.to_dict(), str(store.root), [str(p) for p in plugin_dirs]) for s in todo]
+    jobs = [(s.to_dict(), str(store.root), [str(p) for p in plugin_dirs], force) for s in todo]
     labels = {s.run_id: s for s in todo}
     results = []
     with ctx.Pool(len(devices), initializer=_claim_device, initargs=(queue,)) as pool:
@@ -152,7 +155,11 @@ def run_slurm(
         for spec in pending_specs(specs, store, force):
             jobs.append(
                 executor.submit(
-                    _train_in_worker, spec.to_dict(), str(store.root), [str(p) for p in plugin_dirs]
+                    _train_in_worker,
+                    spec.to_dict(),
+                    str(store.root),
+                    [str(p) for p in plugin_dirs],
+                    force,
                 )
             )
     return [job.result() for job in jobs] if wait else jobs

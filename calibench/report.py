@@ -8,6 +8,7 @@ from any machine that sees the results folder, without retraining.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +71,16 @@ FORMATS = ("md", "csv", "tex")
 
 
 def load_run(run: dict[str, Any]) -> tuple[RunSpec, dict[str, np.ndarray]]:
-    """A complete run's spec and saved logits."""
-    spec = RunSpec.from_dict(json.loads((run["dir"] / "config.json").read_text()))
-    with np.load(run["dir"] / "logits.npz") as f:
-        logits = {k: f[k] for k in f.files}
+    """A complete run's spec and saved logits; a damaged run folder is a clear error."""
+    try:
+        spec = RunSpec.from_dict(json.loads((run["dir"] / "config.json").read_text()))
+        with np.load(run["dir"] / "logits.npz") as f:
+            logits = {k: f[k] for k in f.files}
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        raise CalibenchError(
+            f"run folder {run['dir']} is damaged ({exc}). Retrain it with the same "
+            "`calibench run ... --force`, or delete the folder and its row to drop it."
+        ) from None
     return spec, logits
 
 
@@ -90,6 +97,8 @@ def collect(store: Store) -> tuple[pd.DataFrame, list[tuple[str, RunSpec, dict]]
                 "backbone": spec.backbone,
                 "seed": spec.seed,
                 "epochs": spec.training.epochs,
+                "hparams": " ".join(f"{k}={v}" for k, v in sorted(spec.hparams.items())),
+                "config_id": spec.config_id,
                 "run_id": spec.run_id,
                 **{k: v for k, v in metrics.items() if isinstance(v, float | int)},
             }
@@ -101,17 +110,26 @@ def collect(store: Store) -> tuple[pd.DataFrame, list[tuple[str, RunSpec, dict]]
 
 
 def run_name(spec: RunSpec) -> str:
-    return f"{spec.dataset}_{spec.backbone.replace('/', '-')}_{spec.method}_seed{spec.seed}"
+    """A unique, readable file name stem for one run."""
+    backbone = spec.backbone.replace("/", "-")
+    return f"{spec.dataset}_{backbone}_{spec.method}_seed{spec.seed}_{spec.run_id}"
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation (ddof 1) over seeds per dataset, backbone and method."""
+    """Mean and standard deviation (ddof 1) over the seeds of each configuration (runs that
+    differ only by seed). When one method has several configurations in the store (other
+    epochs or hyperparameters), its rows are told apart by their config id."""
     columns = [c for c in SUMMARY if c in table.columns]
     columns += sorted(c for c in table.columns if c.startswith("ood_"))
-    grouped = table.groupby(["dataset", "backbone", "method"], sort=True)[columns]
-    summary = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std"))
+    keys = ["dataset", "backbone", "method", "config_id"]
+    grouped = table.groupby(keys, sort=True)
+    summary = grouped[columns].mean().join(grouped[columns].std(ddof=1).add_suffix("_std"))
     summary.insert(0, "seeds", grouped.size())
-    return summary.reset_index()
+    summary.insert(0, "epochs", grouped["epochs"].first())
+    summary = summary.reset_index()
+    clash = summary.duplicated(["dataset", "backbone", "method"], keep=False)
+    summary.loc[clash, "method"] = summary["method"] + " [" + summary["config_id"].str[:6] + "]"
+    return summary
 
 
 def _fmt(value: float, column: str) -> str:
@@ -133,12 +151,13 @@ def summary_cells(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         for c in summary.columns
         if (c in SUMMARY or c.startswith("ood_")) and not c.endswith("_std")
     ]
-    header = ["dataset", "backbone", "method", "seeds", *metrics]
+    header = ["dataset", "backbone", "method", "epochs", "seeds", *metrics]
     rows = [
         [
             str(r.dataset),
             str(r.backbone),
             str(r.method),
+            str(r.epochs),
             str(r.seeds),
             *[_cell(r, m) for m in metrics],
         ]
@@ -196,6 +215,7 @@ def draw_diagrams(runs: list[tuple[str, RunSpec, dict]], table: pd.DataFrame, fo
 
 TERMINAL_COLUMNS = (
     "method",
+    "epochs",
     "seeds",
     "acc",
     "ece",

@@ -26,6 +26,8 @@ import torch
 from calibench.config import RunSpec
 from calibench.errors import CalibenchError
 
+UMASK = os.umask(0)
+os.umask(UMASK)
 DB_NAME = "calibench.db"
 RUNS_DIR = "runs"
 
@@ -53,6 +55,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -90,6 +93,8 @@ class Store:
     def __init__(self, output: Path) -> None:
         self.root = Path(output)
         self.db_path = self.root / DB_NAME
+        if self.root.exists() and not self.root.is_dir():
+            raise CalibenchError(f"--output {self.root} is a file; give a folder for the results.")
 
     @contextmanager
     def _db(self, create: bool = True) -> Iterator[sqlite3.Connection]:
@@ -104,6 +109,13 @@ class Store:
             conn.execute(SCHEMA)
             with conn:
                 yield conn
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise CalibenchError(f"{self.db_path}: {exc}") from None
+            raise CalibenchError(
+                f"{self.db_path} stayed locked by another calibench process for 60 s; retry "
+                "(on a network file system, give every job a local --output instead)."
+            ) from None
         except sqlite3.DatabaseError as exc:
             raise CalibenchError(
                 f"{self.db_path} is not a usable calibench database: {exc}"
@@ -129,7 +141,8 @@ class Store:
         return bool(row and row[0] == "complete" and (self.run_dir(spec) / "metrics.json").exists())
 
     def begin(self, spec: RunSpec) -> Path:
-        """Create (or reopen, to resume) the run folder and mark the run as running."""
+        """Create (or reopen, to resume) the run folder and index it as running; a complete run
+        that is being retrained (``--force``) keeps its stored result until :meth:`finish`."""
         path = self.run_dir(spec)
         path.mkdir(parents=True, exist_ok=True)
         write_json(path / "config.json", spec.to_dict())
@@ -137,8 +150,7 @@ class Store:
             conn.execute(
                 "INSERT INTO runs (run_id, method, dataset, backbone, seed, epochs, status, path, "
                 "config, started) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?) "
-                "ON CONFLICT(run_id) DO UPDATE SET status = 'running', metrics = NULL, "
-                "finished = NULL",
+                "ON CONFLICT(run_id) DO NOTHING",
                 (
                     spec.run_id,
                     spec.method,

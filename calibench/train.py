@@ -50,7 +50,15 @@ def resolve_device(name: str) -> torch.device:
         )
     if name != "cpu" and not name.startswith("cuda"):
         raise CalibenchError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N.")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CalibenchError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise CalibenchError(
+            f"device {name} does not exist: {torch.cuda.device_count()} GPU(s) are visible."
+        )
+    return device
 
 
 @lru_cache(maxsize=4)
@@ -72,6 +80,7 @@ class Prepared:
     scheduler: torch.optim.lr_scheduler.MultiStepLR
     generator: torch.Generator
     device: torch.device
+    ood: dict[str, ImageData]
 
 
 def prepare(spec: RunSpec) -> Prepared:
@@ -80,13 +89,21 @@ def prepare(spec: RunSpec) -> Prepared:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     dataset = DATASETS.get(spec.dataset)
-    data = load_dataset(spec.dataset, spec.data_root, spec.download, spec.training.split_seed)
+    t = spec.training
+    data = load_dataset(spec.dataset, spec.data_root, spec.download, t.split_seed)
+    if len(data.train) < t.batch_size:
+        raise CalibenchError(
+            f"batch_size {t.batch_size} is larger than {spec.dataset}'s training split "
+            f"({len(data.train)} images), so no full batch could be drawn. Lower batch_size."
+        )
+    ood = {
+        name: load_dataset(name, spec.data_root, spec.download, t.split_seed) for name in spec.ood
+    }
     torch.manual_seed(spec.seed)
     extra = {"pretrained": True} if spec.training.pretrained else {}
     model = build_backbone(
         spec.backbone, dataset.num_classes, dataset.in_channels, dataset.image_size, **extra
     ).to(device)
-    t = spec.training
     optimizer = torch.optim.SGD(
         model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
     )
@@ -96,12 +113,25 @@ def prepare(spec: RunSpec) -> Prepared:
     method = get_method(spec.method, **spec.hparams)
     method.seed(spec.seed + 1)
     generator = torch.Generator().manual_seed(spec.seed + 2)
-    return Prepared(data, dataset, model, method, optimizer, scheduler, generator, device)
+    return Prepared(data, dataset, model, method, optimizer, scheduler, generator, device, ood)
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """bf16 mixed precision when ``precision == "bf16"``, else a disabled autocast."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+class MixedPrecisionForward(nn.Module):
+    """Runs the wrapped model's forward under bf16 autocast and hands back float32 logits, so
+    a method's loss arithmetic always happens in float32."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(x.device, "bf16"):
+            return self.model(x).float()
 
 
 @torch.no_grad()
@@ -117,10 +147,10 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One pass over the training data; returns the epoch means of the loss and its terms."""
     p.model.train()
+    model = MixedPrecisionForward(p.model) if precision == "bf16" else p.model
     sums: dict[str, torch.Tensor] = {}
     for x, y in loader:
-        with autocast(p.device, precision):
-            out = p.method.loss(p.model, x, y)
+        out = p.method.loss(model, x, y)
         p.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         if grad_clip > 0:
@@ -132,7 +162,10 @@ def train_one_epoch(
     return {name: float(total) / len(loader) for name, total in sums.items()}
 
 
-def _checkpoint(p: Prepared, epoch: int, best: dict[str, Any], log: list[dict]) -> dict[str, Any]:
+def _checkpoint(
+    p: Prepared, epoch: int, best: dict[str, Any], best_weights: dict, log: list[dict]
+) -> dict[str, Any]:
+    cuda = p.device.type == "cuda"
     return {
         "epoch": epoch,
         "model": p.model.state_dict(),
@@ -141,8 +174,9 @@ def _checkpoint(p: Prepared, epoch: int, best: dict[str, Any], log: list[dict]) 
         "generator": p.generator.get_state(),
         "method_rng": p.method.rng_state(),
         "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda_rng": torch.cuda.get_rng_state(p.device) if cuda else None,
         "best": best,
+        "best_weights": best_weights,
         "log": log,
     }
 
@@ -154,8 +188,8 @@ def _restore(p: Prepared, state: dict[str, Any]) -> None:
     p.generator.set_state(state["generator"])
     p.method.set_rng_state(state["method_rng"])
     torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if state["cuda_rng"] is not None and p.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], p.device)
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -173,15 +207,18 @@ def train_run(
     spec: RunSpec,
     store: Store,
     progress: RunProgress | None = None,
+    fresh: bool = False,
     stop_after: Callable[[int], bool] | None = None,
 ) -> dict[str, Any]:
-    """Train ``spec`` (resuming from its last checkpoint if there is one), evaluate the
+    """Train ``spec`` (resuming from its last checkpoint unless ``fresh``), evaluate the
     best-validation model, store everything and return the metrics.
 
     ``stop_after(epoch)`` returning True stops after that epoch, as an interruption would
     (used by the tests of resumption)."""
     started = time.perf_counter()
     p = prepare(spec)
+    if fresh:
+        store.reset(spec)
     run_dir = store.begin(spec)
     t = spec.training
     train_loader = DeviceLoader(p.data.train, p.dataset, t.batch_size, p.device, True, p.generator)
@@ -191,11 +228,13 @@ def train_run(
         run_dir / "split.npz", train_indices=p.data.train_indices, val_indices=p.data.val_indices
     )
 
-    first_epoch, best, log = 1, {"val_acc": -1.0, "epoch": 0}, []
+    first_epoch, best, best_weights, log = 1, {"val_acc": -1.0, "epoch": 0}, {}, []
     if (run_dir / "last.pt").exists():
-        state = torch.load(run_dir / "last.pt", map_location=p.device, weights_only=False)
+        state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
         _restore(p, state)
         first_epoch, best, log = state["epoch"] + 1, state["best"], state["log"]
+        best_weights = state["best_weights"]
+        save_torch(run_dir / "best.pt", best_weights)
     if progress:
         progress.start(spec, first_epoch)
 
@@ -216,23 +255,23 @@ def train_run(
         log.append(row)
         if val["acc"] > best["val_acc"]:
             best = {"val_acc": val["acc"], "epoch": epoch}
-            save_torch(run_dir / "best.pt", p.model.state_dict())
-        save_torch(run_dir / "last.pt", _checkpoint(p, epoch, best, log))
+            best_weights = {k: v.detach().cpu().clone() for k, v in p.model.state_dict().items()}
+            save_torch(run_dir / "best.pt", best_weights)
+        save_torch(run_dir / "last.pt", _checkpoint(p, epoch, best, best_weights, log))
         write_text(run_dir / "log.csv", _csv(log))
         if progress:
             progress.epoch(row)
         if stop_after and stop_after(epoch) and epoch < t.epochs:
             raise KeyboardInterrupt(f"stopped after epoch {epoch}")
 
-    p.model.load_state_dict(torch.load(run_dir / "best.pt", map_location=p.device))
+    p.model.load_state_dict(best_weights)
     logits = {
         "val_logits": predict(val_loader),
         "val_labels": val_labels,
         "test_logits": predict(DeviceLoader(p.data.test, p.dataset, t.eval_batch_size, p.device)),
         "test_labels": p.data.test.labels.numpy(),
     }
-    for name in spec.ood:
-        ood = load_dataset(name, spec.data_root, spec.download, t.split_seed)
+    for name, ood in p.ood.items():
         logits[f"ood_{name}_logits"] = predict(
             DeviceLoader(ood.test, p.dataset, t.eval_batch_size, p.device)
         )

@@ -54,11 +54,10 @@ def test_run_then_report(results, capsys):
         assert float(row["acc"]) > 0.3
         assert row["epochs"] == "1"
     pngs = sorted(p.name for p in (report / "diagrams").glob("*.png"))
-    assert pngs == sorted(
-        f"digits_small_cnn_{m}_seed0{suffix}.png"
-        for m in calibench.list_methods()
-        for suffix in ("", "_ts")
-    )
+    assert len(pngs) == 2 * len(rows)
+    for row in rows:
+        stem = f"digits_small_cnn_{row['method']}_seed0_{row['run_id']}"
+        assert {f"{stem}.png", f"{stem}_ts.png"} <= set(pngs)
     assert all((report / "diagrams" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
     markdown = (report / "results.md").read_text()
     ece_percent = f"{100 * float(rows[0]['ece']):.2f}"
@@ -217,3 +216,26 @@ def test_missing_dataset_stores_nothing(tmp_path, capsys):
     err = " ".join(capsys.readouterr().err.split())
     assert "dataset 'cifar10' not found" in err and "--download" in err
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_report_keeps_configurations_apart(tmp_path, capsys):
+    out = str(tmp_path)
+    for epochs in ("1", "2"):
+        assert main(["run", "--methods", "ce", "--epochs", epochs, "--output", out]) == 0
+    assert main(["report", "--output", out]) == 0
+    with open(tmp_path / "report" / "summary.csv") as fh:
+        summary = list(csv.DictReader(fh))
+    assert sorted(r["epochs"] for r in summary) == ["1", "2"]
+    assert all(r["seeds"] == "1" and r["method"].startswith("ce [") for r in summary)
+
+
+def test_damaged_run_folder_is_a_clear_error(results, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(results, copy)
+    victim = next(copy.glob("runs/**/logits.npz"))
+    victim.write_bytes(b"not a zip file")
+    assert main(["report", "--output", str(copy)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "is damaged" in err and "--force" in err

@@ -37,14 +37,14 @@ def test_dataset_protocol_applies_whatever_the_preset(config):
     assert spec.training.epochs == 200 and spec.training.milestone_epochs() == [80, 120]
     assert spec.training.batch_size == 128 and spec.training.lr == 0.1
     assert spec.training.weight_decay == 5e-4 and spec.training.grad_clip == 2.0
-    assert spec.hparams == {"margin": 2.0, "alpha": 2.0}
+    assert spec.hparams == {"margin": 2.0, "alpha": 2.0, "weight": 0.1, "confidence": "logit"}
 
 
 def test_tiny_imagenet_protocol(config):
     spec = build_run_specs(config, Overrides(preset="paper-tiny", methods=["rankmixup_mrl"]))[0]
     assert spec.backbone == "resnet50_tiny" and spec.training.batch_size == 64
     assert spec.training.milestone_epochs() == [40, 60]
-    assert spec.hparams == {"margin": 1.0, "alpha": 1.0}
+    assert spec.hparams == {"margin": 1.0, "alpha": 1.0, "weight": 0.1, "confidence": "logit"}
 
 
 def test_epochs_flag_rescales_milestones(config):
@@ -62,13 +62,20 @@ def test_set_overrides_method_and_training(config):
         ),
     )
     mrl = next(s for s in specs if s.method == "rankmixup_mrl")
-    assert mrl.hparams == {"margin": 1.5, "alpha": 2.0, "confidence": "prob"}
+    assert mrl.hparams == {"margin": 1.5, "alpha": 2.0, "weight": 0.1, "confidence": "prob"}
     assert all(s.training.lr == 0.05 for s in specs)
 
 
 def test_cross_product_and_seeds(config):
     specs = build_run_specs(config, Overrides(methods=["ce", "focal"], seeds=[0, 1, 2]))
     assert len(specs) == 6 and len({s.run_id for s in specs}) == 6
+
+
+def test_run_id_uses_resolved_hyperparameters_and_duplicates_collapse(config):
+    typed = build_run_specs(config, Overrides(methods=["mbls"], sets=["mbls.margin=10"]))
+    default = build_run_specs(config, Overrides(methods=["mbls"], seeds=[0, 0]))
+    assert len(default) == 1 and typed[0].run_id == default[0].run_id
+    assert default[0].hparams == {"margin": 10.0, "alpha": 0.1}
 
 
 def test_run_id_ignores_where_and_how_it_runs():
@@ -91,7 +98,15 @@ def test_run_id_ignores_where_and_how_it_runs():
         (Overrides(methods=["mbls"], sets=["mbls.nope=1"]), "no hyperparameter nope"),
         (Overrides(methods=["ce"], sets=["focal.gamma=1"]), "not in this run"),
         (Overrides(methods=["ce"], sets=["training.nope=1"]), "unknown training setting 'nope'"),
-        (Overrides(methods=["ce"], sets=["training.epochs=0"]), "epochs must be a positive"),
+        (Overrides(methods=["ce"], sets=["training.epochs=0"]), "epochs must be >= 1"),
+        (Overrides(methods=["ce"], sets=["training.lr=abc"]), "lr must be a number, got 'abc'"),
+        (Overrides(methods=["ce"], sets=["training.epochs=true"]), "epochs must be an integer"),
+        (Overrides(methods=["ce"], sets=["training.n_bins=0"]), "n_bins must be >= 1"),
+        (Overrides(methods=["ce"], sets=["training.eval_batch_size=0"]), "eval_batch_size"),
+        (Overrides(methods=["ce"], sets=["training.grad_clip=x"]), "grad_clip must be a number"),
+        (Overrides(methods=["ce"], sets=["training.momentum=1.5"]), "momentum must be in"),
+        (Overrides(methods=["ce"], seeds=[True]), "seeds must be a list of non-negative"),
+        (Overrides(methods=["zzz*"]), "the pattern 'zzz\\*' matches no method"),
     ],
 )
 def test_bad_input_is_one_clear_error(config, overrides, message):
@@ -127,3 +142,22 @@ def test_pretrained_needs_a_timm_backbone(config):
         Overrides(methods=["ce"], backbones=["timm/resnet18"], sets=["training.pretrained=true"]),
     )[0]
     assert spec.training.pretrained and "pretrained" in spec.identity()["training"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('default_preset = "quick"\npresets = 5\n', r"\[presets\] must be a table"),
+        ('default_preset = "x"\n[presets]\nx = 3\n', r"\[presets.x\] must be a table"),
+        ("default_preset = [1]\n[presets.quick]\n", "unknown preset"),
+        ("[presets.quick]\n[datasets]\ndigits = 5\n", r"\[datasets.digits\] must be a table"),
+        ("[presets.quick]\n[datasets.digitz]\nepochs = 2\n", "unknown dataset 'digitz'"),
+        ('[presets.quick]\n[datasets.digits]\nlr = "a"\n', "lr must be a number"),
+        ('[presets.quick]\nmilestones = "x"\n', "milestones must be a list of numbers"),
+    ],
+)
+def test_malformed_config_values_are_clear_errors(tmp_path, toml, message):
+    path = tmp_path / "benchmark.toml"
+    path.write_text(toml)
+    with pytest.raises(CalibenchError, match=message):
+        build_run_specs(load_config(path), Overrides())
