@@ -46,10 +46,10 @@ class Method:
     """
 
     name: ClassVar[str] = ""
+    _rng: np.random.Generator | None = None
 
     def __post_init__(self) -> None:
         self.validate()
-        self._rng = np.random.default_rng(0)
 
     def validate(self) -> None:
         """Raise :class:`CalibenchError` (through :meth:`require`) for invalid hyperparameters."""
@@ -64,6 +64,9 @@ class Method:
 
     @property
     def rng(self) -> np.random.Generator:
+        """The method's random stream (seeded by :meth:`seed`; seed 0 until then)."""
+        if self._rng is None:
+            self._rng = np.random.default_rng(0)
         return self._rng
 
     def seed(self, seed: int) -> None:
@@ -71,18 +74,18 @@ class Method:
         self._rng = np.random.default_rng(seed)
 
     def rng_state(self) -> dict:
-        return self._rng.bit_generator.state
+        return self.rng.bit_generator.state
 
     def set_rng_state(self, state: dict) -> None:
-        self._rng.bit_generator.state = state
+        self.rng.bit_generator.state = state
 
     def sample_lambda(self, alpha: float) -> float:
         """One mixing coefficient l ~ Beta(alpha, alpha) (Zhang et al. 2018)."""
-        return float(self._rng.beta(alpha, alpha))
+        return float(self.rng.beta(alpha, alpha))
 
     def sample_permutation(self, n: int, device: torch.device) -> torch.Tensor:
         """A random permutation of ``range(n)`` on ``device``."""
-        return torch.from_numpy(self._rng.permutation(n)).to(device)
+        return torch.from_numpy(self.rng.permutation(n)).to(device)
 
     def mix(self, x: torch.Tensor, alpha: float) -> Mix:
         """Mix a batch with a random permutation of itself: x' = l * x + (1 - l) * x[perm],
