@@ -8,7 +8,6 @@ and jobs share the store; SQLite serialises their writes to the index.
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing as mp
 from pathlib import Path
 from typing import Any
@@ -69,10 +68,9 @@ def _claim_device(devices: Any) -> None:
     _worker_device = devices.get()
 
 
-def _train_on_claimed_device(job: tuple[dict[str, Any], str, list[str], bool]) -> tuple[str, dict]:
+def _train_on_claimed_device(job: tuple[dict[str, Any], str, list[str], bool]) -> dict:
     spec_dict, output, plugin_dirs, fresh = job
-    spec_dict = {**spec_dict, "device": _worker_device}
-    return _worker_device, _train_in_worker(spec_dict, output, plugin_dirs, fresh)
+    return _train_in_worker({**spec_dict, "device": _worker_device}, output, plugin_dirs, fresh)
 
 
 def visible_gpus() -> list[str]:
@@ -110,16 +108,13 @@ def run_processes(
     for device in devices:
         queue.put(device)
     jobs = [(s.to_dict(), str(store.root), [str(p) for p in plugin_dirs], force) for s in todo]
-    labels = {s.run_id: s for s in todo}
+    by_id = {s.run_id: s for s in todo}
     results = []
     with ctx.Pool(len(devices), initializer=_claim_device, initargs=(queue,)) as pool:
-        for device, metrics in pool.imap_unordered(_train_on_claimed_device, jobs):
+        for metrics in pool.imap_unordered(_train_on_claimed_device, jobs):
             results.append(metrics)
             if progress:
-                spec = labels[metrics["run_id"]]
-                progress.finish(
-                    dataclasses.replace(spec, device=device), metrics, metrics["train_seconds"]
-                )
+                progress.finish(by_id[metrics["run_id"]], metrics, metrics["train_seconds"])
     return results
 
 
