@@ -53,12 +53,15 @@ class RichProgress:
         self.console.print(
             f"[green]done[/] {spec.label}: acc {100 * metrics['acc']:.2f}%  "
             f"ECE {100 * metrics['ece']:.2f}%  ECE(TS) {100 * metrics['ece_ts']:.2f}% "
-            f"(T={metrics['temperature']:.1f})  {seconds:.1f}s"
+            f"(T={metrics['temperature']:.1f})  {seconds:.1f}s",
+            soft_wrap=True,
         )
 
     def skip(self, spec: RunSpec) -> None:
         self.done += 1
-        self.console.print(f"[dim]skip {spec.label}: already complete (use --force to retrain)[/]")
+        self.console.print(
+            f"[dim]skip {spec.label}: already complete (use --force to retrain)[/]", soft_wrap=True
+        )
 
     def abort(self) -> None:
         if self._progress is not None:
