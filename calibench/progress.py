@@ -30,6 +30,7 @@ class RichProgress:
             TimeElapsedColumn(),
             console=self.console,
             transient=True,
+            disable=not self.console.is_terminal,
         )
         self._progress.start()
         resumed = f" (resumed at epoch {first_epoch})" if first_epoch > 1 else ""
