@@ -50,8 +50,8 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="calibench",
-        description="Train calibration methods x backbones x datasets x seeds, store every run, "
-        "and report accuracy / ECE / AdaECE / classwise-ECE before and after temperature "
+        description="Train calibration methods x backbones x datasets x seeds, store every run,\n"
+        "and report accuracy / ECE / AdaECE / classwise-ECE before and after temperature\n"
         "scaling, with reliability diagrams.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="train every combination of a preset (resumable; complete runs are skipped)",
-        description="Train every method x dataset x backbone x seed of a preset from "
-        "benchmark.toml, with command-line overrides. Complete runs are skipped; an "
+        description="Train every method x dataset x backbone x seed of a preset from\n"
+        "benchmark.toml, with command-line overrides. Complete runs are skipped; an\n"
         "interrupted run resumes from its last epoch.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
