@@ -55,6 +55,8 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     finally:
