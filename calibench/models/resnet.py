@@ -40,7 +40,21 @@ def shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module:
     )
 
 
-class Bottleneck(nn.Module):
+class ResidualBlock(nn.Module):
+    """relu(residual(x) + shortcut(x)): the post-activation sum shared by the ResNet bottleneck
+    and the WRN basic block, which differ only in their ``residual`` branch."""
+
+    def __init__(self, residual: nn.Module, in_planes: int, out_planes: int, stride: int) -> None:
+        super().__init__()
+        self.residual = residual
+        self.shortcut = shortcut(in_planes, out_planes, stride)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.residual(x) + self.shortcut(x))
+
+
+class Bottleneck(ResidualBlock):
     """1x1 reduce, 3x3 (strided), 1x1 expand by 4, each conv followed by BN; ReLU after the sum.
 
     The projection shortcut (1x1 conv + BN) is used when the stride or the width changes
@@ -50,9 +64,8 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
         out_planes = planes * self.expansion
-        self.residual = nn.Sequential(
+        residual = nn.Sequential(
             nn.Conv2d(in_planes, planes, 1, bias=False),
             nn.BatchNorm2d(planes),
             nn.ReLU(inplace=True),
@@ -62,11 +75,7 @@ class Bottleneck(nn.Module):
             nn.Conv2d(planes, out_planes, 1, bias=False),
             nn.BatchNorm2d(out_planes),
         )
-        self.shortcut = shortcut(in_planes, out_planes, stride)
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.residual(x) + self.shortcut(x))
+        super().__init__(residual, in_planes, out_planes, stride)
 
 
 class CifarResNet(nn.Module):

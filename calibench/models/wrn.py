@@ -8,29 +8,24 @@ import torch
 from torch import nn
 
 from calibench.models.registry import register_backbone
-from calibench.models.resnet import init_weights, shortcut
+from calibench.models.resnet import ResidualBlock, init_weights
 
 
-class WideBasicBlock(nn.Module):
+class WideBasicBlock(ResidualBlock):
     """Post-activation basic block: conv3x3-BN-ReLU-conv3x3-BN, add the shortcut, then ReLU.
 
     The shortcut is a 1x1 conv + BN when the stride or the width changes, else the identity.
     """
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.residual = nn.Sequential(
+        residual = nn.Sequential(
             nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False),
             nn.BatchNorm2d(planes),
             nn.ReLU(inplace=True),
             nn.Conv2d(planes, planes, 3, padding=1, bias=False),
             nn.BatchNorm2d(planes),
         )
-        self.shortcut = shortcut(in_planes, planes, stride)
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.residual(x) + self.shortcut(x))
+        super().__init__(residual, in_planes, planes, stride)
 
 
 class WideResNet(nn.Module):
