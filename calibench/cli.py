@@ -179,7 +179,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _setup(args: argparse.Namespace) -> tuple[dict, Path]:
+def _setup(args: argparse.Namespace) -> tuple[dict, list[Path]]:
+    """Read benchmark.toml and load every plugin; returns the config and the plugin folders."""
     from calibench.config import find_config, load_config, plugin_dirs
     from calibench.registry import discover_plugins
 
@@ -187,17 +188,17 @@ def _setup(args: argparse.Namespace) -> tuple[dict, Path]:
     config = load_config(path)
     dirs = plugin_dirs(config, path) + [Path(p) for p in args.plugins]
     discover_plugins(dirs)
-    return config, path
+    return config, dirs
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from calibench.config import Overrides, build_run_specs, plugin_dirs
+    from calibench.config import Overrides, build_run_specs
     from calibench.executors import run_local, run_processes, run_slurm, visible_gpus
     from calibench.progress import RichProgress
     from calibench.store import Store
     from calibench.train import resolve_device
 
-    config, path = _setup(args)
+    config, dirs = _setup(args)
     specs = build_run_specs(
         config,
         Overrides(
@@ -218,7 +219,6 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     store = Store(args.output)
     console.print(f"{len(specs)} runs -> {store.root}")
     progress = RichProgress(console, len(specs))
-    dirs = plugin_dirs(config, path) + [Path(p) for p in args.plugins]
     if args.executor == "slurm":
         run_slurm(specs, store, dirs, dict(config.get("slurm", {})), force=args.force)
     elif args.executor == "processes":
@@ -240,13 +240,13 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     from rich.table import Table
 
     from calibench.bench import bench_methods
-    from calibench.config import _expand_methods
+    from calibench.config import expand_methods
     from calibench.models import check_backbone_name
     from calibench.registry import DATASETS
     from calibench.train import resolve_device
 
     _setup(args)
-    methods = _expand_methods(args.methods or ["*"])
+    methods = expand_methods(args.methods or ["*"])
     DATASETS.get(args.dataset)
     check_backbone_name(args.backbone)
     device = resolve_device(args.device)

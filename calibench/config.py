@@ -195,7 +195,7 @@ def _str_list(value: Any, where: str) -> list[str]:
     return value
 
 
-def _expand_methods(names: list[str]) -> list[str]:
+def expand_methods(names: list[str]) -> list[str]:
     """Method names, with shell-style patterns (``*``, ``rankmixup_*``) expanded."""
     out: list[str] = []
     for name in names:
@@ -351,7 +351,7 @@ def build_run_specs(config: dict[str, Any], overrides: Overrides) -> list[RunSpe
             raise CalibenchError(f"[datasets.{name}] must be a table.")
         DATASETS.get(name)
     where = f"preset {preset_name!r}"
-    methods = _expand_methods(overrides.methods or _str_list(preset.get("methods", ["*"]), where))
+    methods = expand_methods(overrides.methods or _str_list(preset.get("methods", ["*"]), where))
     datasets = overrides.datasets or _str_list(preset.get("datasets", ["digits"]), where)
     seeds = overrides.seeds if overrides.seeds is not None else preset.get("seeds", [0])
     if not isinstance(seeds, list) or not all(
