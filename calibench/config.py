@@ -374,10 +374,10 @@ def build_run_specs(config: dict[str, Any], overrides: Overrides) -> list[RunSpe
             )
 
     specs = []
+    pr_training, pr_hparams = _split_layer(preset, PRESET_KEYS, f"[presets.{preset_name}]")
     for dataset in datasets:
         ds_layer = _table(config, "datasets", dataset)
         ds_training, ds_hparams = _split_layer(ds_layer, DATASET_KEYS, f"[datasets.{dataset}]")
-        pr_training, pr_hparams = _split_layer(preset, PRESET_KEYS, f"[presets.{preset_name}]")
         training = _training(
             [
                 ("[training]", _table(config, "training")),
