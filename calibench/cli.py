@@ -182,7 +182,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _setup(args: argparse.Namespace) -> tuple[dict, list[Path]]:
     """Read benchmark.toml and load every plugin; returns the config and the plugin folders."""
     from calibench.config import find_config, load_config, plugin_dirs
-    from calibench.registry import discover_plugins
+    from calibench.discovery import discover_plugins
 
     path = find_config(args.config)
     config = load_config(path)

@@ -26,7 +26,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 CONFIG_NAME = "benchmark.toml"
-REPO_CONFIG = Path(__file__).resolve().parent.parent / CONFIG_NAME
+DEFAULT_CONFIG = Path(__file__).resolve().parent / CONFIG_NAME
+"""The packaged default settings; ``calibench init`` copies them to ./benchmark.toml."""
 
 
 @dataclass(frozen=True)
@@ -135,13 +136,17 @@ class Overrides:
 
 
 def find_config(path: Path | None = None) -> Path:
-    """``path`` if given, else ./benchmark.toml, else the repository's benchmark.toml."""
+    """The settings file, found as pytest and ruff find theirs: ``path`` (``--config``) if
+    given, else ./benchmark.toml in the working directory, else the packaged defaults."""
     if path is not None:
         if not Path(path).is_file():
-            raise CalibenchError(f"config file {str(path)!r} does not exist.")
+            raise CalibenchError(
+                f"config file {str(path)!r} does not exist. Give an existing benchmark.toml, "
+                "or run `calibench init` to write a copy of the defaults."
+            )
         return Path(path)
     local = Path.cwd() / CONFIG_NAME
-    return local if local.is_file() else REPO_CONFIG
+    return local if local.is_file() else DEFAULT_CONFIG
 
 
 def load_config(path: Path) -> dict[str, Any]:

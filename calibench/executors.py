@@ -53,7 +53,7 @@ def _train_in_worker(
     spec_dict: dict[str, Any], output: str, plugin_dirs: list[str], fresh: bool
 ) -> dict:
     """Entry point of a worker process or cluster job: load plugins, train one spec."""
-    from calibench.registry import discover_plugins
+    from calibench.discovery import discover_plugins
     from calibench.train import train_run
 
     discover_plugins([Path(p) for p in plugin_dirs])

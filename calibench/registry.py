@@ -1,35 +1,46 @@
-"""Name -> object registries for methods, backbones and datasets, and plugin discovery.
+"""Name -> object registries for methods, backbones, datasets and post-hoc calibrators.
 
 Modelled on timm's ``register_model`` / ``create_model`` / ``list_models``: a registry is a
 dictionary with a decorator in front and a lookup that fails with the list of valid names.
+This module is a leaf: it imports none of the things it registers. Each registry fills itself
+on its first lookup by importing the module named in ``fill`` (see :mod:`calibench.discovery`),
+so ``calibench.get_method("focal")`` works without any set-up call.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
+import importlib
 import inspect
-import sys
-from collections.abc import Callable, Iterable
-from importlib.metadata import entry_points
-from pathlib import Path
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from calibench.errors import CalibenchError
 
 T = TypeVar("T")
 
-ENTRY_POINT_GROUP = "calibench.methods"
-BUILTIN_METHODS_DIR = Path(__file__).resolve().parent.parent / "methods"
-
 
 class Registry(Generic[T]):
-    """A named collection of one kind of thing (``method``, ``backbone``, ``dataset``)."""
+    """A named collection of one kind of thing (``method``, ``backbone``, ``dataset``...).
 
-    def __init__(self, kind: str) -> None:
+    ``fill`` is ``"module"`` or ``"module:function"``: imported (and called) once, on the first
+    lookup, to register the built-in entries."""
+
+    def __init__(self, kind: str, fill: str | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._sources: dict[str, str] = {}
+        self._fill = fill
+        self._filled = fill is None
+
+    def _ensure_filled(self) -> None:
+        if self._filled:
+            return
+        self._filled = True
+        module, _, function = str(self._fill).partition(":")
+        loaded = importlib.import_module(module)
+        if function:
+            getattr(loaded, function)()
 
     def add(self, name: str, obj: T, source: str | None = None) -> T:
         """Register ``obj`` under ``name``; a second, different source for a name is an error."""
@@ -53,6 +64,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The entry called ``name``, or an error that lists the valid names."""
+        self._ensure_filled()
         try:
             return self._entries[name]
         except KeyError:
@@ -61,14 +73,17 @@ class Registry(Generic[T]):
             ) from None
 
     def source(self, name: str) -> str:
+        self._ensure_filled()
         return self._sources[name]
 
     def names(self, pattern: str | None = None) -> list[str]:
         """Sorted registered names, optionally filtered by a shell-style pattern."""
+        self._ensure_filled()
         names = sorted(self._entries)
         return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
     def __contains__(self, name: object) -> bool:
+        self._ensure_filled()
         return name in self._entries
 
     def unregister(self, name: str) -> None:
@@ -83,63 +98,7 @@ def _source_of(obj: object) -> str:
         return repr(obj)
 
 
-METHODS: Registry = Registry("method")
-BACKBONES: Registry = Registry("backbone")
-DATASETS: Registry = Registry("dataset")
-
-
-def load_plugin_file(path: Path) -> object:
-    """Import one plugin file by path; importing it registers whatever it declares."""
-    path = path.resolve()
-    name = f"calibench_plugins.{path.parent.name}.{path.stem}"
-    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise CalibenchError(f"cannot import plugin file {path}: it is not a Python module.")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except CalibenchError:
-        del sys.modules[name]
-        raise
-    except Exception as exc:
-        del sys.modules[name]
-        raise CalibenchError(f"plugin file {path} failed to import: {exc!r}") from exc
-    return module
-
-
-def load_plugin_dir(directory: Path) -> list[object]:
-    """Import every ``*.py`` file (not starting with ``_``) in ``directory``."""
-    directory = Path(directory).expanduser()
-    if not directory.is_dir():
-        raise CalibenchError(
-            f"plugin folder {str(directory)!r} does not exist or is not a folder. "
-            "Pass a folder that holds method files (--plugins DIR or [plugins] paths)."
-        )
-    return [
-        load_plugin_file(p) for p in sorted(directory.glob("*.py")) if not p.name.startswith("_")
-    ]
-
-
-def load_entry_points() -> None:
-    """Import every installed package that declares the ``calibench.methods`` entry point."""
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            ep.load()
-        except Exception as exc:
-            raise CalibenchError(
-                f"the installed plugin {ep.name!r} ({ep.value}) failed to import: {exc!r}"
-            ) from exc
-
-
-def discover_plugins(extra_dirs: Iterable[Path] = ()) -> None:
-    """Load the built-in methods, installed entry points and any extra plugin folders."""
-    import calibench.data  # noqa: F401  (registers the datasets)
-    import calibench.models  # noqa: F401  (registers the backbones)
-
-    load_plugin_dir(BUILTIN_METHODS_DIR)
-    load_entry_points()
-    for directory in extra_dirs:
-        load_plugin_dir(Path(directory))
+METHODS: Registry = Registry("method", fill="calibench.discovery:load_builtin_methods")
+BACKBONES: Registry = Registry("backbone", fill="calibench.models")
+DATASETS: Registry = Registry("dataset", fill="calibench.data")
+CALIBRATORS: Registry = Registry("calibrator", fill="calibench.calibrators")

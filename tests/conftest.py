@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from calibench.config import RunSpec, Training
-from calibench.registry import discover_plugins
+from calibench.discovery import discover_plugins
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,7 +6,7 @@ import pytest
 
 from calibench import CalibenchError
 from calibench.config import (
-    REPO_CONFIG,
+    DEFAULT_CONFIG,
     Overrides,
     RunSpec,
     Training,
@@ -18,7 +18,7 @@ from calibench.config import (
 
 @pytest.fixture
 def config():
-    return load_config(REPO_CONFIG)
+    return load_config(DEFAULT_CONFIG)
 
 
 def test_default_preset_runs_every_method_on_digits(config):

@@ -9,7 +9,8 @@ import pytest
 
 import calibench
 from calibench import CalibenchError
-from calibench.registry import METHODS, Registry, load_entry_points, load_plugin_dir
+from calibench.discovery import load_entry_points, load_plugin_dir
+from calibench.registry import METHODS, Registry
 
 PLUGIN = textwrap.dedent('''
     import torch.nn.functional as F

@@ -6,7 +6,7 @@ from calibench.models import (
     small,  # noqa: F401
     wrn,  # noqa: F401
 )
-from calibench.models.registry import (
+from calibench.models.factory import (
     TIMM_PREFIX,
     build_backbone,
     check_backbone_name,

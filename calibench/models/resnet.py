@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from calibench.models.registry import register_backbone
+from calibench.models.factory import register_backbone
 
 
 def init_weights(model: nn.Module) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from calibench.models.registry import register_backbone
+from calibench.models.factory import register_backbone
 from calibench.models.wrn import WideResNet
 
 

@@ -1,4 +1,4 @@
-"""Backbone registration and construction.
+"""The backbone factory: registration and construction by name.
 
 A backbone factory takes the dataset's shape and returns an ``nn.Module`` mapping
 (B, in_channels, image_size, image_size) float images to (B, num_classes) logits.

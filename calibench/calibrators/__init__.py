@@ -1,0 +1,1 @@
+"""Post-hoc calibrators: fitted on validation logits, applied to test, shifted and OOD logits."""
