@@ -2,13 +2,12 @@
 
 A method owns what differs between calibration methods (the batch transform and the loss,
 including extra forward passes); the model, optimiser, data and evaluation are the trainer's and
-identical for every method. See DESIGN.md, "The method plugin contract".
+identical for every method. See docs/protocol.md, "The method contract".
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,6 +17,7 @@ from torch import nn
 
 from calibench.errors import CalibenchError
 from calibench.registry import METHODS
+from calibench.settings import build_settings, field_types
 
 
 @dataclass
@@ -121,41 +121,12 @@ def register_method(name: str):
 
 def method_fields(name: str) -> dict[str, tuple[type, Any]]:
     """Hyperparameter name -> (type, default) of registered method ``name``."""
-    cls = METHODS.get(name)
-    hints = typing.get_type_hints(cls)
-    return {f.name: (hints[f.name], f.default) for f in dataclasses.fields(cls)}
-
-
-def _coerce(method: str, key: str, kind: Any, value: Any) -> Any:
-    if typing.get_origin(kind) is typing.Literal:
-        choices = typing.get_args(kind)
-        if value not in choices:
-            raise CalibenchError(
-                f"method {method}: {key} must be one of {', '.join(map(repr, choices))}, "
-                f"got {value!r}."
-            )
-        return value
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise CalibenchError(
-            f"method {method}: {key} must be {getattr(kind, '__name__', kind)}, got {value!r}."
-        )
-    return value
+    return field_types(METHODS.get(name))
 
 
 def get_method(name: str, **hyperparameters: Any) -> Method:
     """Instantiate registered method ``name`` with validated, type-checked hyperparameters."""
-    cls = METHODS.get(name)
-    fields = method_fields(name)
-    unknown = sorted(set(hyperparameters) - set(fields))
-    if unknown:
-        valid = ", ".join(fields) or "(none)"
-        raise CalibenchError(
-            f"method {name} has no hyperparameter {', '.join(unknown)}. Valid: {valid}."
-        )
-    kwargs = {k: _coerce(name, k, fields[k][0], v) for k, v in hyperparameters.items()}
-    return cls(**kwargs)
+    return build_settings(METHODS.get(name), hyperparameters, f"method {name}", "hyperparameter")
 
 
 def list_methods(pattern: str | None = None) -> list[str]:
