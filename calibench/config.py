@@ -1,9 +1,9 @@
 """benchmark.toml + command-line flags -> validated run specs.
 
 Settings are layered, later layers winning: ``[training]`` (the RankMixup CIFAR protocol,
-docs/protocol.md, "Training") < ``[datasets.<name>]`` (the dataset's own protocol, default backbone and
-method hyperparameters) < ``[presets.<name>]`` < command-line flags. Learning-rate milestones
-are fractions of the epoch count, so ``--epochs`` rescales the schedule.
+docs/protocol.md, "Training") < ``[datasets.<name>]`` (the dataset's own protocol, default
+backbone and method hyperparameters) < ``[presets.<name>]`` < command-line flags.
+Learning-rate milestones are fractions of the epoch count, so ``--epochs`` rescales the schedule.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from itertools import product
 from dataclasses import asdict, dataclass, field
+from itertools import product
 from pathlib import Path
 from typing import Any, Literal
 
