@@ -98,7 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="download missing datasets through torchvision (needs a network)",
     )
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    run.add_argument("--force", action="store_true", help="retrain runs that are already complete")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="retrain complete and failed runs from scratch (a complete result stays in place "
+        "until its retrain completes)",
+    )
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="resume runs that failed before (by default they are skipped)",
+    )
     run.add_argument(
         "--executor",
         choices=["local", "processes", "slurm"],
@@ -109,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--devices", type=_names, help="devices of the processes executor (default: every GPU)"
+    )
+    run.add_argument(
+        "--runs-per-device",
+        type=_positive_int,
+        default=1,
+        help="processes executor: runs trained at once on each device (small models fill a "
+        "large GPU only several at a time; default 1)",
     )
     _common(run)
 
@@ -151,6 +168,27 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plugins", nargs="+", default=[], metavar="DIR")
     bench.add_argument("--config", type=Path)
 
+    init = sub.add_parser(
+        "init",
+        help="write a copy of the default settings to ./benchmark.toml to edit",
+        description="Write the packaged default settings (presets, protocols, method "
+        "hyperparameters) to ./benchmark.toml, which every command then reads. An existing "
+        "file is kept unless --force.",
+    )
+    init.add_argument("--force", action="store_true", help="overwrite ./benchmark.toml")
+
+    status = sub.add_parser(
+        "status",
+        help="list every run of a results folder: complete, running, failed, interrupted",
+        description="One line per run in <output>: its status, last epoch, and the error of a "
+        "failed run; a run whose process died shows as interrupted. Rebuilds the index from "
+        "the run folders when it is missing (--rebuild forces it).",
+    )
+    status.add_argument(
+        "--rebuild", action="store_true", help="rebuild calibench.db from the run folders first"
+    )
+    _output(status)
+
     listing = sub.add_parser("list", help="list methods, datasets, backbones or presets")
     listing.add_argument("what", choices=["methods", "datasets", "backbones", "presets"])
     listing.add_argument("--plugins", nargs="+", default=[], metavar="DIR")
@@ -158,13 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _output(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--output",
         type=Path,
         default=Path("results"),
         help="results folder: store, run folders and report (default ./results)",
     )
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    _output(p)
     p.add_argument(
         "--plugins",
         nargs="+",
@@ -175,12 +217,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
         type=Path,
-        help="benchmark.toml to use (default ./benchmark.toml, else the repository's)",
+        help="settings file (default ./benchmark.toml, else the packaged defaults; "
+        "`calibench init` writes a copy to edit)",
     )
 
 
-def _setup(args: argparse.Namespace) -> tuple[dict, list[Path]]:
-    """Read benchmark.toml and load every plugin; returns the config and the plugin folders."""
+def _setup(args: argparse.Namespace) -> tuple[dict, list[Path], Path]:
+    """Read the settings and load every plugin; returns the config, the plugin folders and the
+    settings file that was read."""
     from calibench.config import find_config, load_config, plugin_dirs
     from calibench.discovery import discover_plugins
 
@@ -188,17 +232,17 @@ def _setup(args: argparse.Namespace) -> tuple[dict, list[Path]]:
     config = load_config(path)
     dirs = plugin_dirs(config, path) + [Path(p) for p in args.plugins]
     discover_plugins(dirs)
-    return config, dirs
+    return config, dirs, path
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from calibench.config import Overrides, build_run_specs
     from calibench.executors import run_local, run_processes, run_slurm, visible_gpus
-    from calibench.progress import RichProgress
+    from calibench.progress import RichProgress, print_outcomes
     from calibench.store import Store
     from calibench.train import resolve_device
 
-    config, dirs = _setup(args)
+    config, dirs, _ = _setup(args)
     specs = build_run_specs(
         config,
         Overrides(
@@ -217,15 +261,21 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     )
     resolve_device(args.device)
     store = Store(args.output)
-    console.print(f"{len(specs)} runs -> {store.root}")
+    console.print(f"{len(specs)} runs -> {store.root}", highlight=False, markup=False)
     progress = RichProgress(console, len(specs))
+    retry = args.retry_failed
     if args.executor == "slurm":
-        run_slurm(specs, store, dirs, dict(config.get("slurm", {})), force=args.force)
+        outcomes = run_slurm(
+            specs, store, dirs, dict(config.get("slurm", {})), args.force, retry_failed=retry
+        )
     elif args.executor == "processes":
-        run_processes(specs, store, args.devices or visible_gpus(), dirs, args.force, progress)
+        devices = args.devices or visible_gpus()
+        outcomes = run_processes(
+            specs, store, devices, dirs, args.force, progress, retry, args.runs_per_device
+        )
     else:
-        run_local(specs, store, args.force, progress)
-    return 0
+        outcomes = run_local(specs, store, args.force, progress, retry)
+    return print_outcomes(outcomes, console)
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
@@ -283,7 +333,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from calibench.registry import BACKBONES, DATASETS, METHODS
 
-    config, _ = _setup(args)
+    config, _, path = _setup(args)
     if args.what == "methods":
         from calibench.method import method_fields
 
@@ -305,6 +355,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
             console.print(f"[bold]{name}[/]: {doc}", highlight=False)
         console.print("[bold]timm/<name>[/]: any timm model, e.g. timm/resnet18", highlight=False)
     else:
+        console.print(f"presets of {path}", style="dim", highlight=False, markup=False)
         default = config.get("default_preset", "quick")
         for name, preset in sorted(config.get("presets", {}).items()):
             mark = " (default)" if name == default else ""
@@ -315,14 +366,58 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace, console: Console) -> int:
+    import shutil
+
+    from calibench.config import CONFIG_NAME, DEFAULT_CONFIG
+
+    target = Path.cwd() / CONFIG_NAME
+    if target.exists() and not args.force:
+        raise CalibenchError(f"{target} exists already; keep it, or pass --force to overwrite it.")
+    shutil.copyfile(DEFAULT_CONFIG, target)
+    console.print(f"wrote {target}: edit it; every command here now reads it", highlight=False)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    from calibench.progress import print_status
+    from calibench.store import Store
+
+    store = Store(args.output)
+    if args.rebuild:
+        console.print(f"indexed {store.rebuild_index()} runs from the run folders")
+    print_status(store.runs(), console)
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "report": cmd_report,
+    "bench": cmd_bench,
+    "list": cmd_list,
+    "init": cmd_init,
+    "status": cmd_status,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``calibench`` command. Exit codes: 0 done, 1 some runs failed (the others
+    finished), 2 bad input or an unusable output folder (one message, nothing stored is
+    touched), 130 interrupted (run the same command again to resume)."""
     args = build_parser().parse_args(argv)
     console = Console()
-    handlers = {"run": cmd_run, "report": cmd_report, "bench": cmd_bench, "list": cmd_list}
     try:
-        return handlers[args.command](args, console)
+        return COMMANDS[args.command](args, console)
     except CalibenchError as exc:
         print(f"calibench: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(
+            f"calibench: error: cannot use{where}: {exc.strerror or exc}. Check that the path "
+            "is a writable folder with free space (e.g. --output DIR).",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(
