@@ -81,7 +81,7 @@ def _membership(values: np.ndarray, hits: np.ndarray, edges: np.ndarray) -> spar
     return sparse.csr_array((data, (np.tile(rows, 3), columns)), shape=(n, 3 * width))
 
 
-def _binned_metric(values: np.ndarray, hits: np.ndarray, n_bins: int, kind: str):
+def _binned_metric(values: np.ndarray, hits: np.ndarray, n_bins: int, kind: str) -> ResampledMetric:
     """ECE (mean over groups) or MCE of bootstrap counts for fixed equal-width bins."""
     n, groups = values.shape
     members = _membership(values, hits, equal_width_edges(n_bins)).T.tocsr()
@@ -361,7 +361,7 @@ class PairedComparison:
         """One line: the difference, its intervals, the p-value and the verdict."""
         a, b = self.names
         pct = f"{100 * self.level:g}%"
-        p = "n/a" if self.p_value is None else f"{self.p_value:.3g}"
+        p = f"n/a (< {WILCOXON_MIN_SEEDS} seeds)" if self.p_value is None else f"{self.p_value:.3g}"
         direction = "lower" if self.lower_is_better else "higher"
         outcome = f"{self.winner} better" if self.winner else "tied"
         return (
