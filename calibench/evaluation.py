@@ -19,7 +19,7 @@ def evaluate_logits(
 
     ``logits`` holds ``val_logits``, ``val_labels``, ``test_logits``, ``test_labels`` and, per
     OOD set ``name``, ``ood_<name>_logits``. T is fitted on the VALIDATION logits only
-    (REFERENCE.md 2.1) and recorded; ``*_ts`` metrics are those of test logits / T."""
+    (docs/protocol.md, "Evaluation") and recorded; ``*_ts`` metrics are those of test logits / T."""
     t = fit_temperature(logits["val_logits"], logits["val_labels"], temperature_fit, n_bins)
     test, labels = logits["test_logits"].astype(np.float64), logits["test_labels"]
     result: dict[str, Any] = dict(calibration_metrics(test, labels, n_bins))

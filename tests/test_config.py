@@ -31,7 +31,7 @@ def test_default_preset_runs_every_method_on_digits(config):
 
 
 def test_dataset_protocol_applies_whatever_the_preset(config):
-    """--datasets cifar10 on the quick preset gets the CIFAR protocol of REFERENCE.md 3."""
+    """--datasets cifar10 on the quick preset gets the CIFAR protocol of docs/protocol.md."""
     spec = build_run_specs(config, Overrides(methods=["rankmixup_mrl"], datasets=["cifar10"]))[0]
     assert spec.backbone == "resnet50"
     assert spec.training.epochs == 200 and spec.training.milestone_epochs() == [80, 120]
