@@ -20,53 +20,24 @@ from rich.table import Table
 from calibench.config import RunSpec
 from calibench.errors import CalibenchError
 from calibench.evaluation import evaluate_logits
-from calibench.metrics import calibration_bins, equal_width_edges, softmax, top_label
+from calibench.metrics import (
+    METRIC_INFO,
+    METRIC_NAMES,
+    calibration_bins,
+    equal_width_edges,
+    softmax,
+    top_label,
+)
 from calibench.reliability import reliability_diagram
 from calibench.store import Store, write_text
 
 KEYS = ["method", "dataset", "backbone", "seed", "epochs"]
-METRICS = [
-    "acc",
-    "nll",
-    "brier",
-    "ece",
-    "adaece",
-    "cece",
-    "mce",
-    "temperature",
-    "acc_ts",
-    "nll_ts",
-    "brier_ts",
-    "ece_ts",
-    "adaece_ts",
-    "cece_ts",
-    "mce_ts",
-]
+METRICS = [*METRIC_NAMES, "temperature", *(f"{m}_ts" for m in METRIC_NAMES)]
 PERCENT = {
-    "acc",
-    "ece",
-    "adaece",
-    "cece",
-    "mce",
-    "acc_ts",
-    "ece_ts",
-    "adaece_ts",
-    "cece_ts",
-    "mce_ts",
+    m for m in METRICS if m != "temperature" and METRIC_INFO[m.removesuffix("_ts")].unit == "percent"
 }
-SUMMARY = [
-    "acc",
-    "nll",
-    "ece",
-    "adaece",
-    "cece",
-    "temperature",
-    "acc_ts",
-    "nll_ts",
-    "ece_ts",
-    "adaece_ts",
-    "cece_ts",
-]
+SUMMARY_BASE = ("acc", "nll", "ece", "adaece", "cece", "smece")
+SUMMARY = [*SUMMARY_BASE, "temperature", *(f"{m}_ts" for m in SUMMARY_BASE)]
 FORMATS = ("md", "csv", "tex")
 
 
@@ -253,6 +224,12 @@ def print_summary(header: list[str], rows: list[list[str]], console: Console) ->
         console.print(table)
 
 
+def bins_caption(table: pd.DataFrame) -> str:
+    """The bin counts of the runs in ``table``, for captions (e.g. "15 bins")."""
+    counts = sorted({int(n) for n in table["n_bins"]})
+    return " or ".join(map(str, counts)) + (" bin" if counts == [1] else " bins")
+
+
 def build_report(
     store: Store, formats: tuple[str, ...] = ("md", "csv"), console: Console | None = None
 ) -> Path:
@@ -275,9 +252,9 @@ def build_report(
         write_text(
             folder / "results.md",
             (
-                "# calibench results\n\nAccuracy and ECE-like metrics in percent (15 bins); "
-                "`_ts` after temperature scaling fitted on the validation set; mean ± std over "
-                "seeds.\n\n"
+                "# calibench results\n\nAccuracy and calibration errors in percent "
+                f"({bins_caption(table)}); `_ts` after temperature scaling fitted on the "
+                "validation set; mean ± std over seeds.\n\n"
                 + markdown_table(header, rows)
                 + "\n## Every run\n\n"
                 + per_run_markdown(table)

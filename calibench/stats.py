@@ -17,15 +17,13 @@ from scipy import sparse, stats
 from scipy.special import log_softmax
 
 from calibench.errors import CalibenchError
-from calibench.metrics import N_BINS, equal_width_edges, softmax, top_label
+from calibench.metrics import METRIC_INFO, N_BINS, equal_width_edges, softmax, top_label
 
 LEVEL = 0.95
 N_RESAMPLES = 1000
 WILCOXON_MIN_SEEDS = 6
 VERDICTS = ("A better", "B better", "tied")
 RESAMPLED_METRICS = ("acc", "nll", "brier", "ece", "adaece", "cece", "mce")
-_HIGHER_IS_BETTER = ("acc",)
-_LOWER_IS_BETTER = ("nll", "brier", "ece", "adaece", "cece", "mce")
 _BATCH = 100
 
 Interval = tuple[float, float]
@@ -38,14 +36,14 @@ def is_lower_better(metric: str) -> bool:
     the calibration errors are lower-is-better. A ``_ts`` suffix (after temperature scaling) keeps
     the direction. Any other name is an error: pass ``lower_is_better`` explicitly."""
     base = metric.removesuffix("_ts")
-    if base in _HIGHER_IS_BETTER or (base.startswith("ood_") and "auroc" in base):
+    if base.startswith("ood_") and "auroc" in base:
         return False
-    if base in _LOWER_IS_BETTER:
-        return True
+    if base in METRIC_INFO:
+        return METRIC_INFO[base].lower_is_better
     raise CalibenchError(
         f"calibench does not know whether lower or higher {metric!r} is better. Pass "
-        "lower_is_better explicitly, or use one of "
-        f"{', '.join(_HIGHER_IS_BETTER + _LOWER_IS_BETTER)} (optionally with _ts)."
+        f"lower_is_better explicitly, or use one of {', '.join(METRIC_INFO)} (optionally with "
+        "_ts)."
     )
 
 
