@@ -234,14 +234,14 @@ def elastic_warp(
     """Where :func:`elastic_transform` reads each pixel from: (affine source, displacement).
 
     Affine: the points ``(c + s, c + s), (c + s, c - s), (c - s, c - s)`` (``c = size // 2``,
-    ``s = size // 3``) move by Uniform(-jitter, jitter) each; the first tensor (N, H, W, 2) holds,
-    per output pixel, the (column, row) the warp maps to it. Elastic: two Uniform(-1, 1) fields
-    smoothed by a Gaussian of ``sigma`` (truncated at 3 sigma, edges reflected), times ``alpha``;
-    the second tensor (N, H, W, 2). alpha, sigma, jitter: the :data:`ELASTIC` fractions times
-    the image size.
+    ``s = max(1, size // 3)``) move by Uniform(-jitter, jitter) each; the first tensor
+    (N, H, W, 2) holds, per output pixel, the (column, row) the warp maps to it. Elastic: two
+    Uniform(-1, 1) fields smoothed by a Gaussian of ``sigma`` (truncated at 3 sigma, edges
+    reflected), times ``alpha``; the second tensor (N, H, W, 2). alpha, sigma, jitter: the
+    :data:`ELASTIC` fractions times the image size.
     """
     alpha, sigma, jitter = (v * min(h, w) for v in ELASTIC[severity - 1])
-    cx, cy, s = w // 2, h // 2, min(h, w) // 3
+    cx, cy, s = w // 2, h // 2, max(1, min(h, w) // 3)
     points = torch.tensor(
         [[cx + s, cy + s], [cx + s, cy - s], [cx - s, cy - s]], dtype=torch.float32
     )

@@ -321,7 +321,7 @@ def check_block(
     if len(labels) != len(clean_test):
         why = f"{len(labels)} images at severity {severity}, {len(clean_test)} in the test set"
         raise mismatch_error(official, where, why, root)
-    expected = np.bincount(clean_test.labels.numpy(), minlength=official.num_classes)
+    expected = np.bincount(clean_test.labels.cpu().numpy(), minlength=official.num_classes)
     counts = np.bincount(labels, minlength=official.num_classes)
     if not np.array_equal(counts, expected):
         k = int(np.flatnonzero(counts != expected)[0])
