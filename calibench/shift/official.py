@@ -104,13 +104,17 @@ OFFICIAL_SETS = {
 }
 
 
-def missing_error(official: OfficialSet, folder: Path, missing: Sequence[str], root: Path):
+def missing_error(
+    official: OfficialSet, folder: Path, missing: Sequence[str], root: Path
+) -> CalibenchError:
     """The error for absent files or folders of an official set."""
     listed = list(missing[:8]) + ([f"and {len(missing) - 8} more"] if len(missing) > 8 else [])
-    what = f"{', '.join(listed)} missing in {folder}" if folder.is_dir() else f"no folder {folder}"
+    if folder.is_dir():
+        what = f"{official.folder} incomplete: {', '.join(listed)} missing in {folder}"
+    else:
+        what = f"{official.folder} not found: no folder {folder}"
     return CalibenchError(
-        f"{official.folder} not found: {what}. To evaluate under --shift {official.name}, "
-        f"{official.how_to_get(root)}."
+        f"{what}. To evaluate under --shift {official.name}, {official.how_to_get(root)}."
     )
 
 
