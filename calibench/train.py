@@ -25,7 +25,7 @@ from calibench.config import RunSpec
 from calibench.data import DataRequest, DatasetSpec, DeviceLoader, ImageData, default_data_root
 from calibench.errors import CalibenchError
 from calibench.evaluation import evaluate_logits
-from calibench.method import Method, get_method
+from calibench.method import Method, TrainingSetup, get_method, training_loss
 from calibench.metrics import calibration_metrics
 from calibench.models import build_backbone
 from calibench.registry import DATASETS
@@ -112,6 +112,7 @@ def prepare(spec: RunSpec) -> Prepared:
     )
     method = get_method(spec.method, **spec.hparams)
     method.seed(spec.seed + 1)
+    method.setup(TrainingSetup(len(data.train), dataset.num_classes))
     generator = torch.Generator().manual_seed(spec.seed + 2)
     return Prepared(data, dataset, model, method, optimizer, scheduler, generator, device, ood)
 
@@ -149,8 +150,8 @@ def train_one_epoch(
     p.model.train()
     model = MixedPrecisionForward(p.model) if precision == "bf16" else p.model
     sums: dict[str, torch.Tensor] = {}
-    for x, y in loader:
-        out = p.method.loss(model, x, y)
+    for x, y, indices in loader.indexed():
+        out = training_loss(p.method, model, x, y, indices)
         p.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         if grad_clip > 0:
@@ -173,6 +174,7 @@ def _checkpoint(
         "scheduler": p.scheduler.state_dict(),
         "generator": p.generator.get_state(),
         "method_rng": p.method.rng_state(),
+        "method_state": p.method.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(p.device) if cuda else None,
         "best": best,
@@ -187,6 +189,7 @@ def _restore(p: Prepared, state: dict[str, Any]) -> None:
     p.scheduler.load_state_dict(state["scheduler"])
     p.generator.set_state(state["generator"])
     p.method.set_rng_state(state["method_rng"])
+    p.method.load_state_dict(state.get("method_state", {}))
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] is not None and p.device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng"], p.device)
@@ -245,7 +248,9 @@ def train_run(
         row: dict[str, Any] = {"epoch": epoch, "lr": lr}
         row.update(train_one_epoch(p, train_loader, t.grad_clip, t.precision))
         p.scheduler.step()
-        val = calibration_metrics(predict(val_loader), val_labels, t.n_bins)
+        val_logits = predict(val_loader)
+        val = calibration_metrics(val_logits, val_labels, t.n_bins)
+        p.method.on_epoch_end(epoch, val_logits, val_labels)
         row.update(
             val_acc=val["acc"],
             val_nll=val["nll"],
