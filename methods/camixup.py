@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from scipy.special import softmax
 
-from calibench import Loss, Method, register_method
-from calibench.method import TrainingSetup
+from calibench import Loss, Method, TrainingSetup, register_method
 
 
 def overconfident_classes(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:

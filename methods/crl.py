@@ -18,15 +18,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from calibench import Loss, Method, register_method
-from calibench.method import TrainingSetup
+from calibench import Loss, Method, TrainingSetup, register_method
 
 
 def correctness_ranking_loss(
     conf: torch.Tensor, conf_other: torch.Tensor, c: torch.Tensor, c_other: torch.Tensor
 ) -> torch.Tensor:
     """mean_i max(0, -sign(c_i - c'_i) (k_i - k'_i) + |c_i - c'_i|) for confidences k, k' and
-    correctness targets c, c' of the pairs (Moon et al. 2020, eq. 1)."""
+    correctness targets c, c' of the pairs (Moon et al., ICML 2020)."""
     gap = c - c_other
     return F.relu(-torch.sign(gap) * (conf - conf_other) + gap.abs()).mean()
 
