@@ -16,7 +16,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from calibench.method import Method, get_method
+from calibench.method import Method, TrainingSetup, get_method, training_loss
 from calibench.models import build_backbone
 from calibench.registry import DATASETS
 
@@ -85,13 +85,17 @@ def bench_methods(
     shape = (batch_size, spec.in_channels, spec.image_size, spec.image_size)
     x = torch.randn(shape, device=device)
     y = torch.randint(0, spec.num_classes, (batch_size,), device=device)
+    indices = torch.arange(batch_size, device=device)
     rows = []
     for name in methods:
         method = get_method(name)
         method.seed(0)
+        method.setup(TrainingSetup(batch_size, spec.num_classes))
         stub = CachedLogits(16 * batch_size, spec.num_classes, device)
-        step_ms = _time_ms(partial(_step, method, model, optimizer, x, y), steps, warmup, device)
-        loss_ms = _time_ms(partial(_step, method, stub, None, x, y), steps, warmup, device)
+        step_ms = _time_ms(
+            partial(_step, method, model, optimizer, x, y, indices), steps, warmup, device
+        )
+        loss_ms = _time_ms(partial(_step, method, stub, None, x, y, indices), steps, warmup, device)
         calls = steps + warmup
         rows.append(
             BenchRow(
@@ -112,8 +116,9 @@ def _step(
     optimizer: torch.optim.Optimizer | None,
     x: torch.Tensor,
     y: torch.Tensor,
+    indices: torch.Tensor,
 ) -> None:
     model.zero_grad(set_to_none=True)
-    method.loss(model, x, y).total.backward()
+    training_loss(method, model, x, y, indices).total.backward()
     if optimizer is not None:
         optimizer.step()

@@ -34,7 +34,9 @@ from calibench.store import Store, write_text
 KEYS = ["method", "dataset", "backbone", "seed", "epochs"]
 METRICS = [*METRIC_NAMES, "temperature", *(f"{m}_ts" for m in METRIC_NAMES)]
 PERCENT = {
-    m for m in METRICS if m != "temperature" and METRIC_INFO[m.removesuffix("_ts")].unit == "percent"
+    m
+    for m in METRICS
+    if m != "temperature" and METRIC_INFO[m.removesuffix("_ts")].unit == "percent"
 }
 SUMMARY_BASE = ("acc", "nll", "ece", "adaece", "cece", "smece")
 SUMMARY = [*SUMMARY_BASE, "temperature", *(f"{m}_ts" for m in SUMMARY_BASE)]

@@ -28,7 +28,7 @@ from calibench.config import RunSpec
 from calibench.data import DataRequest, DatasetSpec, DeviceLoader, ImageData, default_data_root
 from calibench.errors import CalibenchError
 from calibench.evaluation import evaluate_logits
-from calibench.method import Loss, Method, get_method
+from calibench.method import Loss, Method, TrainingSetup, get_method, training_loss
 from calibench.metrics import calibration_metrics
 from calibench.models import build_backbone
 from calibench.registry import DATASETS
@@ -132,6 +132,7 @@ def prepare(spec: RunSpec) -> Prepared:
     )
     method = get_method(spec.method, **spec.hparams)
     method.seed(spec.seed + 1)
+    method.setup(TrainingSetup(len(data.train), dataset.num_classes))
     generator = torch.Generator().manual_seed(spec.seed + 2)
     return Prepared(data, dataset, model, method, optimizer, scheduler, generator, device, ood)
 
@@ -187,8 +188,8 @@ def train_one_epoch(
     p.model.train()
     model = MixedPrecisionForward(p.model) if precision == "bf16" else p.model
     sums: dict[str, torch.Tensor] = {}
-    for step, (x, y) in enumerate(loader, 1):
-        out = _check_loss(p.method.loss(model, x, y), p.method)
+    for step, (x, y, indices) in enumerate(loader.indexed(), 1):
+        out = _check_loss(training_loss(p.method, model, x, y, indices), p.method)
         p.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         if grad_clip > 0:
@@ -213,6 +214,7 @@ def _checkpoint(p: Prepared, history: History) -> dict[str, Any]:
         "scheduler": p.scheduler.state_dict(),
         "generator": p.generator.get_state(),
         "method_rng": p.method.rng_state(),
+        "method_state": p.method.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(p.device) if cuda else None,
         "best": history.best,
@@ -227,6 +229,7 @@ def _restore(p: Prepared, state: dict[str, Any]) -> None:
     p.scheduler.load_state_dict(state["scheduler"])
     p.generator.set_state(state["generator"])
     p.method.set_rng_state(state["method_rng"])
+    p.method.load_state_dict(state.get("method_state", {}))
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] is not None and p.device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng"], p.device)
@@ -331,6 +334,7 @@ def run_epochs(p: Prepared, loaders: Loaders, history: History, t: Any) -> Itera
             val_logits = predict_logits(p.model, loaders.val, t.precision)
             if not np.isfinite(val_logits).all():
                 raise RunFailed("non-finite validation logits: training diverged")
+            p.method.on_epoch_end(epoch, val_logits, val_labels)
         except RunFailed as exc:
             raise RunFailed(exc.reason, epoch) from None
         except (KeyboardInterrupt, OSError, CalibenchError):
