@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_spec
+from conftest import StopAfter, tiny_spec
 from torch import nn
 from torch.testing import assert_close
 
@@ -22,8 +22,9 @@ from calibench.data import DeviceLoader
 from calibench.discovery import builtin_methods_dir, load_plugin_file
 from calibench.method import TrainingSetup
 from calibench.registry import DATASETS, METHODS
+from calibench.runner import train_run
 from calibench.store import Store
-from calibench.train import load_dataset, train_run
+from calibench.train import load_dataset
 
 CRL = load_plugin_file(builtin_methods_dir() / "crl.py")
 CAMIXUP = load_plugin_file(builtin_methods_dir() / "camixup.py")
@@ -434,7 +435,7 @@ def test_old_style_plugin_trains_and_resumes(tmp_path, registered) -> None:
     spec = tiny_spec("test_old_style", epochs=2)
     store = Store(tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        train_run(spec, store, stop_after=lambda epoch: epoch == 1)
+        train_run(spec, store, StopAfter(1))
     resumed = train_run(spec, store)
     assert torch.load(store.run_dir(spec) / "last.pt", weights_only=False)["method_state"] == {}
     assert 0 <= resumed["ece"] <= 1 and resumed["best_epoch"] in (1, 2)
@@ -453,7 +454,7 @@ def test_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch, name, co
     straight = train_run(spec, Store(tmp_path / "straight"))
     store = Store(tmp_path / "interrupted")
     with pytest.raises(KeyboardInterrupt):
-        train_run(spec, store, stop_after=lambda epoch: epoch == 1)
+        train_run(spec, store, StopAfter(1))
     shutil.copytree(tmp_path / "interrupted", tmp_path / "stateless")
     resumed = train_run(spec, store)
     for key in ("acc", "nll", "ece", "temperature", "best_epoch"):

@@ -9,7 +9,7 @@ import sqlite3
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_spec
+from conftest import StopAfter, tiny_spec
 
 from calibench.data import DeviceLoader
 from calibench.data.loader import random_crop, random_hflip
@@ -17,20 +17,6 @@ from calibench.registry import DATASETS
 from calibench.runner import train_run
 from calibench.store import Store, write_json
 from calibench.train import load_dataset
-
-
-class StopAfter:
-    """A progress display that interrupts the run after a given epoch, as Ctrl-C would."""
-
-    def __init__(self, epoch: int) -> None:
-        self.stop_epoch = epoch
-
-    def epoch(self, row):
-        if row["epoch"] == self.stop_epoch:
-            raise KeyboardInterrupt
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
 
 
 def test_same_seed_same_metrics(tmp_path):
