@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "training setting (training.lr=0.05); repeatable",
     )
     run.add_argument("--ood", type=_names, help="OOD test sets to score, e.g. svhn,cifar100")
+    _shift_arguments(run)
     run.add_argument(
         "--data-root", help="dataset folder (default $CALIBENCH_DATA or ~/.cache/calibench/data)"
     )
@@ -168,6 +170,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plugins", nargs="+", default=[], metavar="DIR")
     bench.add_argument("--config", type=Path)
 
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="evaluate stored runs under dataset shift, without retraining",
+        description="Load the selected (best-validation) model of every complete run in\n"
+        "<output> and store its logits on every corruption and severity of --shift, beside\n"
+        "the clean logits. `calibench report` then adds the shift tables and box plots.",
+        epilog="examples:\n  calibench evaluate --shift cifar10-c --output results\n"
+        "  calibench evaluate --shift corrupt --corruptions gaussian_noise,contrast\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _shift_arguments(evaluate, required=True)
+    evaluate.add_argument("--methods", type=_names, help="only these methods (names or patterns)")
+    evaluate.add_argument("--datasets", type=_names, help="only runs on these datasets")
+    evaluate.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    evaluate.add_argument(
+        "--force", action="store_true", help="recompute shift logits that are already stored"
+    )
+    _common(evaluate)
+
     init = sub.add_parser(
         "init",
         help="write a copy of the default settings to ./benchmark.toml to edit",
@@ -194,6 +215,22 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--plugins", nargs="+", default=[], metavar="DIR")
     listing.add_argument("--config", type=Path)
     return parser
+
+
+def _shift_arguments(p: argparse.ArgumentParser, required: bool = False) -> None:
+    from calibench.shift import SHIFTS
+
+    p.add_argument(
+        "--shift",
+        choices=SHIFTS,
+        required=required,
+        help="evaluate the selected model on a corrupted test set: the official cifar10-c, "
+        "cifar100-c or tiny_imagenet-c files under the data root, or `corrupt` for "
+        "calibench's generated corruptions of the run's dataset (5 severities each)",
+    )
+    p.add_argument(
+        "--corruptions", type=_names, help="only these corruptions of the shift (default: all)"
+    )
 
 
 def _output(p: argparse.ArgumentParser) -> None:
@@ -260,6 +297,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         ),
     )
     resolve_device(args.device)
+    if args.shift:
+        from calibench.shift import check_shift
+
+        for spec in specs:
+            check_shift(args.shift, spec.dataset)
     store = Store(args.output)
     console.print(f"{len(specs)} runs -> {store.root}", highlight=False, markup=False)
     progress = RichProgress(console, len(specs))
@@ -275,7 +317,47 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         )
     else:
         outcomes = run_local(specs, store, args.force, progress, retry)
+    if args.shift:
+        _evaluate_shift(store, [o.spec for o in outcomes], args, console)
     return print_outcomes(outcomes, console)
+
+
+def _evaluate_shift(store, specs, args: argparse.Namespace, console: Console) -> None:
+    from calibench.shift import check_shift
+    from calibench.shift_eval import evaluate_shift_runs
+    from calibench.train import resolve_device
+
+    runs = [(s, store.run_dir(s)) for s in specs if store.status(s) == "complete"]
+    for spec, _ in runs:
+        check_shift(args.shift, spec.dataset)
+    evaluate_shift_runs(
+        runs,
+        args.shift,
+        resolve_device(args.device),
+        args.corruptions,
+        force=getattr(args, "force", False),
+        say=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True),
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
+    from calibench.config import RunSpec, expand_methods
+    from calibench.store import Store
+
+    _setup(args)
+    store = Store(args.output)
+    methods = set(expand_methods(args.methods)) if args.methods else None
+    specs = []
+    for run in store.complete_runs():
+        spec = RunSpec.from_dict(json.loads(run["config"]))
+        if (methods is None or spec.method in methods) and (
+            args.datasets is None or spec.dataset in args.datasets
+        ):
+            specs.append(spec)
+    if not specs:
+        raise CalibenchError(f"no complete run in {store.root} matches the selection.")
+    _evaluate_shift(store, specs, args, console)
+    return 0
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
@@ -395,6 +477,7 @@ COMMANDS = {
     "report": cmd_report,
     "bench": cmd_bench,
     "list": cmd_list,
+    "evaluate": cmd_evaluate,
     "init": cmd_init,
     "status": cmd_status,
 }

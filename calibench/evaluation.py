@@ -4,11 +4,12 @@ report rebuilds its tables from the store."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from calibench.metrics import calibration_metrics, fit_temperature, ood_auroc
+from calibench.metrics import calibration_metrics, fit_temperature, ood_auroc, softmax
 from calibench.stats import bootstrap_interval
 
 BINNING = {
@@ -63,3 +64,48 @@ def evaluate_logits(
                 for score, value in ood_auroc(test, logits[key], temp).items():
                     result[f"ood_{name}_{score}{suffix}"] = value
     return result
+
+
+Transform = Callable[[np.ndarray], np.ndarray]
+"""Logits (N, K) -> calibrated probabilities (N, K)."""
+PROBABILITY_FLOOR = 1e-12
+"""Calibrated probabilities are clipped here before their log is taken (NLL stays finite when a
+binning calibrator outputs 0 for the true class)."""
+SHIFT_METRICS = ("acc", "ece", "adaece", "nll")
+
+
+def metrics_of_probabilities(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict:
+    """Every metric of :func:`calibration_metrics` for calibrated probabilities, through their
+    log (softmax(log p) = p), with p clipped at :data:`PROBABILITY_FLOOR`."""
+    return calibration_metrics(np.log(np.clip(probs, PROBABILITY_FLOOR, 1.0)), labels, n_bins)
+
+
+def temperature_transforms(temperature: float) -> dict[str, Transform]:
+    """The uncalibrated softmax and the run's temperature scaling, as transforms."""
+    return {
+        "none": softmax,
+        "temperature": lambda z: softmax(np.asarray(z, dtype=np.float64) / temperature),
+    }
+
+
+def shift_rows(
+    shifted: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]],
+    transforms: dict[str, Transform],
+    n_bins: int = 15,
+) -> list[dict[str, Any]]:
+    """One row per (corruption, severity, calibrator) with :data:`SHIFT_METRICS` of the shifted
+    logits after that calibrator (fitted on the clean validation split beforehand, as Ovadia et
+    al., NeurIPS 2019, prescribe)."""
+    rows = []
+    for (corruption, severity), (z, labels) in sorted(shifted.items()):
+        for name, transform in transforms.items():
+            metrics = metrics_of_probabilities(transform(z), labels, n_bins)
+            rows.append(
+                {
+                    "corruption": corruption,
+                    "severity": severity,
+                    "calibrator": name,
+                    **{m: metrics[m] for m in SHIFT_METRICS},
+                }
+            )
+    return rows

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from calibench.config import RunSpec
 from calibench.errors import CalibenchError
-from calibench.evaluation import evaluate_logits
+from calibench.evaluation import evaluate_logits, temperature_transforms
 from calibench.metrics import (
     METRIC_INFO,
     METRIC_NAMES,
@@ -29,6 +29,7 @@ from calibench.metrics import (
     top_label,
 )
 from calibench.reliability import reliability_diagram
+from calibench.shift_report import severity_markdown, severity_summary, shift_box_plots, shift_table
 from calibench.store import Store, write_text
 
 KEYS = ["method", "dataset", "backbone", "seed", "epochs"]
@@ -226,6 +227,37 @@ def print_summary(header: list[str], rows: list[list[str]], console: Console) ->
         console.print(table)
 
 
+def write_shift_report(
+    store: Store,
+    runs: list[tuple[str, RunSpec, dict]],
+    table: pd.DataFrame,
+    folder: Path,
+    formats: tuple[str, ...],
+) -> pd.DataFrame:
+    """shift.csv, shift.md and box plots when runs hold shift logits (calibench evaluate)."""
+    temperatures = dict(zip(table["run_id"], table["temperature"], strict=True))
+    shift = shift_table(
+        [
+            (spec, store.run_dir(spec), temperature_transforms(temperatures[spec.run_id]))
+            for _, spec, _ in runs
+        ]
+    )
+    if shift.empty:
+        return shift
+    if "csv" in formats:
+        write_text(folder / "shift.csv", shift.to_csv(index=False))
+    summary = severity_summary(shift)
+    if "md" in formats:
+        write_text(
+            folder / "shift.md",
+            "# Dataset shift\n\nPer severity, the mean over corruptions (then mean ± std over "
+            "seeds); accuracy and calibration errors in percent, NLL plain. Every calibrator is "
+            "fitted on the clean validation split.\n\n" + severity_markdown(summary),
+        )
+    shift_box_plots(shift, folder / "shift")
+    return shift
+
+
 def bins_caption(table: pd.DataFrame) -> str:
     """The bin counts of the runs in ``table``, for captions (e.g. "15 bins")."""
     counts = sorted({int(n) for n in table["n_bins"]})
@@ -265,6 +297,7 @@ def build_report(
     if "tex" in formats:
         write_text(folder / "results.tex", latex_table(header, rows))
     draw_diagrams(runs, table, folder / "diagrams")
+    write_shift_report(store, runs, table, folder, formats)
     print_summary(header, rows, console or Console())
     (console or Console()).print(f"report written to {folder}")
     return folder

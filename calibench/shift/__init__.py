@@ -14,7 +14,7 @@ the same loader normalises them. Layouts, tables and protocol: docs/shift.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from calibench.data.base import Split
@@ -94,7 +94,12 @@ def shift_corruptions(name: str, dataset: str, data_root: Path) -> tuple[str, ..
 
 
 def shifted_test_sets(
-    name: str, dataset_name: str, clean_test: Split, data_root: Path, seed: int
+    name: str,
+    dataset_name: str,
+    clean_test: Split,
+    data_root: Path,
+    seed: int,
+    only: Sequence[str] | None = None,
 ) -> Iterator[tuple[str, int, Split]]:
     """Yield ``(corruption, severity, split)`` of shift ``name`` for a run on ``dataset_name``.
 
@@ -102,15 +107,27 @@ def shifted_test_sets(
     built per step. Official sets are read from ``data_root`` (``seed`` unused) and checked
     against ``clean_test`` (image shape, images per class at every severity); ``corrupt``
     corrupts ``clean_test`` itself with generators seeded from ``seed``, the corruption and the
-    severity. Errors in names, files or shapes are raised here, before the first split.
+    severity. ``only`` restricts the corruptions to those named. Errors in names, files or
+    shapes are raised here, before the first split.
     """
     check_shift(name, dataset_name)
+    if only is not None:
+        available = shift_corruptions(name, dataset_name, data_root)
+        unknown = sorted(set(only) - set(available))
+        if unknown:
+            raise CalibenchError(
+                f"--corruptions {', '.join(unknown)}: not in {shift_set_name(name, dataset_name)}."
+                f" Valid: {', '.join(available)}."
+            )
     if name == GENERATED:
-        return _generated(clean_test, corruption_names(clean_test.images.shape[1]), seed)
+        names = corruption_names(clean_test.images.shape[1])
+        return _generated(clean_test, tuple(c for c in names if only is None or c in only), seed)
     official = OFFICIAL_SETS[name]
     if official.dataset == "tiny_imagenet":
-        return tiny_imagenet_c_test_sets(official, Path(data_root), clean_test)
-    return cifar_c_test_sets(official, Path(data_root), clean_test)
+        sets = tiny_imagenet_c_test_sets(official, Path(data_root), clean_test)
+    else:
+        sets = cifar_c_test_sets(official, Path(data_root), clean_test)
+    return (item for item in sets if only is None or item[0] in only)
 
 
 def _generated(
