@@ -30,6 +30,7 @@ from calibench.metrics import (
 )
 from calibench.reliability import reliability_diagram
 from calibench.shift_report import severity_markdown, severity_summary, shift_box_plots, shift_table
+from calibench.stats import compare_methods, is_lower_better, mark_best
 from calibench.store import Store, write_text
 
 KEYS = ["method", "dataset", "backbone", "seed", "epochs"]
@@ -118,13 +119,45 @@ def _cell(row: pd.Series, column: str) -> str:
     return mean if std is None or pd.isna(std) else f"{mean} ± {_fmt(std, column)}"
 
 
-def summary_cells(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Header and string rows of the summary table (ECE-like values and accuracy in percent)."""
-    metrics = [
+def summary_metrics(summary: pd.DataFrame) -> list[str]:
+    """The metric columns of a summary table, in display order."""
+    return [
         c
         for c in summary.columns
-        if (c in SUMMARY or c.startswith("ood_")) and not c.endswith("_std")
+        if (c in SUMMARY or c.startswith("ood_")) and not c.endswith(("_std", "_low", "_high"))
     ]
+
+
+def best_marks(table: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Per summary row and metric column: "best" where that configuration beats every other of
+    its dataset/backbone by more than the seed noise, "tied" on the set tied for best, else ""
+    (paired comparisons over seeds, docs/statistics.md). Temperature gets no mark."""
+    labels = dict(zip(summary["config_id"], summary["method"], strict=True))
+    runs = table.assign(label=table["config_id"].map(labels))
+    marks = pd.DataFrame("", index=summary.index, columns=summary_metrics(summary), dtype=object)
+    for (dataset, backbone), group in summary.groupby(["dataset", "backbone"]):
+        members = runs[(runs["dataset"] == dataset) & (runs["backbone"] == backbone)]
+        for column in marks.columns:
+            if column == "temperature" or column not in members:
+                continue
+            lower = is_lower_better(column)
+            comparisons = compare_methods(members, column, lower, method_column="label")
+            marks.loc[group.index, column] = mark_best(group, column, lower, comparisons)
+    return marks
+
+
+def summary_cells(
+    summary: pd.DataFrame, marks: pd.DataFrame | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Header and string rows of the summary table (ECE-like values and accuracy in percent);
+    a "best" mark makes a cell bold, a "tied" mark appends "≈" (markdown)."""
+    metrics = summary_metrics(summary)
+
+    def cell(index: object, row: pd.Series, metric: str) -> str:
+        text = _cell(row, metric)
+        mark = "" if marks is None or metric not in marks else marks.at[index, metric]
+        return f"**{text}**" if mark == "best" else f"{text} ≈" if mark == "tied" else text
+
     header = ["dataset", "backbone", "method", "epochs", "seeds", *metrics]
     rows = [
         [
@@ -133,9 +166,9 @@ def summary_cells(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             str(r.method),
             str(r.epochs),
             str(r.seeds),
-            *[_cell(r, m) for m in metrics],
+            *[cell(i, r, m) for m in metrics],
         ]
-        for _, r in summary.iterrows()
+        for i, r in summary.iterrows()
     ]
     return header, rows
 
@@ -278,7 +311,7 @@ def build_report(
     summary = summarise(table)
     folder = store.root / "report"
     folder.mkdir(parents=True, exist_ok=True)
-    header, rows = summary_cells(summary)
+    header, rows = summary_cells(summary, best_marks(table, summary))
     if "csv" in formats:
         write_text(folder / "results.csv", table.to_csv(index=False))
         write_text(folder / "summary.csv", summary.to_csv(index=False))
@@ -288,7 +321,9 @@ def build_report(
             (
                 "# calibench results\n\nAccuracy and calibration errors in percent "
                 f"({bins_caption(table)}); `_ts` after temperature scaling fitted on the "
-                "validation set; mean ± std over seeds.\n\n"
+                "validation set; mean ± std over seeds. **Bold**: better than every other "
+                "method by more than the seed noise (paired t-interval over seeds excludes 0); "
+                "≈: tied for best (docs/statistics.md).\n\n"
                 + markdown_table(header, rows)
                 + "\n## Every run\n\n"
                 + per_run_markdown(table)
