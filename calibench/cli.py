@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(report)
 
+    _metrics_parser(sub)
+
     bench = sub.add_parser(
         "bench",
         help="time each method's loss beside the model's forward/backward per step",
@@ -194,6 +196,38 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--plugins", nargs="+", default=[], metavar="DIR")
     listing.add_argument("--config", type=Path)
     return parser
+
+
+def _metrics_parser(sub: argparse._SubParsersAction) -> None:
+    metrics = sub.add_parser(
+        "metrics",
+        help="calibration metrics of any logits file (.npy, .npz, .pt, .csv)",
+        description="Every metric of calibench.metrics.calibration_metrics for logits saved by\n"
+        "any code; temperature scaling too when validation logits are given (or stored in\n"
+        "the .npz as val_logits/val_labels). A run's logits.npz needs no other flag.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    metrics.add_argument("logits", type=Path, metavar="LOGITS", help="(N, K) logits file")
+    metrics.add_argument("--labels", type=Path, help="(N,) class indices (default: in LOGITS)")
+    metrics.add_argument(
+        "--val-logits", type=Path, help="validation logits for temperature scaling"
+    )
+    metrics.add_argument("--val-labels", type=Path, help="validation labels")
+    metrics.add_argument(
+        "--n-bins", type=_positive_int, default=15, help="bins of the ECE-like metrics (15)"
+    )
+    metrics.add_argument(
+        "--temperature-fit",
+        choices=["ece_grid", "nll"],
+        default="ece_grid",
+        help="how T is fitted on the validation logits (default ece_grid)",
+    )
+    metrics.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="the files hold probabilities (rows summing to 1); log p is used as the logits",
+    )
+    metrics.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _output(p: argparse.ArgumentParser) -> None:
@@ -283,6 +317,45 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from calibench.store import Store
 
     build_report(Store(args.output), tuple(args.format), console)
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from calibench.evaluation import evaluate_logits
+    from calibench.logits_io import load_logit_set
+    from calibench.metrics import calibration_metrics
+    from calibench.store import strict_json
+
+    data = load_logit_set(
+        args.logits, args.labels, args.val_logits, args.val_labels, args.probabilities
+    )
+    if "val_logits" in data:
+        result = evaluate_logits(data, args.temperature_fit, args.n_bins)
+    else:
+        result = calibration_metrics(data["test_logits"], data["test_labels"], args.n_bins)
+        result.update(n_bins=args.n_bins, n_test=len(data["test_labels"]))
+    if args.json:
+        print(json.dumps(strict_json(result), sort_keys=True))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"{args.logits.name}: {result['n_test']} samples, {args.n_bins} bins")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if "temperature" in result:
+        table.add_column(f"after TS (T={result['temperature']:.3g})", justify="right")
+    for name in ("acc", "nll", "brier", "ece", "adaece", "cece", "mce"):
+        cells = [result[name], *([result[f"{name}_ts"]] if "temperature" in result else [])]
+        percent = name not in ("nll", "brier")
+        table.add_row(
+            f"{name} (%)" if percent else name,
+            *[f"{100 * v:.2f}" if percent else f"{v:.4f}" for v in cells],
+        )
+    console.print(table)
+    for key in sorted(k for k in result if k.startswith("ood_")):
+        console.print(f"{key}: {result[key]:.4f}", highlight=False)
     return 0
 
 
@@ -393,6 +466,7 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
 COMMANDS = {
     "run": cmd_run,
     "report": cmd_report,
+    "metrics": cmd_metrics,
     "bench": cmd_bench,
     "list": cmd_list,
     "init": cmd_init,
