@@ -16,7 +16,8 @@ examples:
   calibench run --methods rankmixup_mndcg,focal --datasets cifar10
   calibench run --preset paper-cifar10 --seeds 0,1,2 --device cuda
   calibench run --methods 'rankmixup_*' --set rankmixup_mrl.margin=1.0 --set training.lr=0.05
-  calibench report --format md,csv,tex
+  calibench report --format md,csv,tex,html --compare published
+  calibench metrics results/runs/digits/small_cnn/ce/seed0-*/logits.npz
   calibench list methods
 """
 
@@ -137,8 +138,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--format",
         type=_names,
-        default=["md", "csv"],
-        help="comma-separated: md, csv, tex (default md,csv)",
+        default=["md", "csv", "html"],
+        help="comma-separated: md, csv, tex, html (default md,csv,html)",
+    )
+    report.add_argument(
+        "--compare",
+        type=_names,
+        default=[],
+        metavar="published",
+        help="show published numbers (calibench/published.csv) beside the measured ones",
+    )
+    report.add_argument(
+        "--mixing-samples",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="test images per run for the html report's mixing diagnostic (0: off; default 1000)",
     )
     _common(report)
 
@@ -316,7 +331,9 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from calibench.report import build_report
     from calibench.store import Store
 
-    build_report(Store(args.output), tuple(args.format), console)
+    build_report(
+        Store(args.output), tuple(args.format), console, tuple(args.compare), args.mixing_samples
+    )
     return 0
 
 

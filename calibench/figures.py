@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from calibench.diagnostics import MixingResult  # noqa: E402
 from calibench.errors import CalibenchError  # noqa: E402
@@ -91,6 +92,7 @@ def training_curves_figure(
     right.set_ylim(0, 100)
     for axis in (left, right):
         axis.axvline(selected, color="grey", linestyle="--", linewidth=1)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
     right.plot([], [], color="grey", linestyle="--", label=f"selected epoch {selected}")
     right.legend(fontsize=7)
@@ -118,7 +120,7 @@ def mixing_figure(results: Mapping[str, MixingResult], title: str) -> plt.Figure
     axis.set_xlim(0, 1)
     axis.set_ylim(0, 1.02)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, loc="lower center")
+    axis.legend(fontsize=7, loc="best")
     axis.set_title(title + "\ndotted: mean confidence on unmixed test images", fontsize=9)
     fig.tight_layout()
     return fig

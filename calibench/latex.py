@@ -7,7 +7,7 @@ import re
 
 import pandas as pd
 
-from calibench.tables import GROUP, Marks, best_marks, fmt, is_percent, label, metric_columns
+from calibench.tables import GROUP, Marks, best_marks, fmt, label, metric_columns
 
 SPECIALS = {
     "\\": r"\textbackslash{}",
@@ -43,18 +43,13 @@ def cell(mean: float, std: float | None, column: str, mark: str) -> str:
     return f"${body}$"
 
 
-def _header(column: str) -> str:
-    text = escape(label(column))
-    return rf"{text} (\%)" if is_percent(column) else text
-
-
 def latex_table(
     group: pd.DataFrame, columns: list[str], marks: Marks, caption: str, suffix: str = ""
 ) -> str:
     """One ``table`` float (label ``tab:<dataset>-<backbone><suffix>``): method, epochs,
     seeds, then ``columns``."""
     spec = "l" + "r" * (2 + len(columns))
-    head = ["Method", "Epochs", "Seeds", *[_header(c) for c in columns]]
+    head = ["Method", "Epochs", "Seeds", *[escape(label(c)) for c in columns]]
     rows = [
         [
             escape(row["method"]),
@@ -104,8 +99,8 @@ def latex_report(summary: pd.DataFrame, marks: Marks | None = None) -> str:
                 group,
                 columns,
                 marks,
-                f"{where}: mean $\\pm$ std over seeds; (TS) after temperature scaling fitted "
-                "on the validation set; best in bold.",
+                f"{where}: mean $\\pm$ std over seeds; accuracy and ECE-like metrics in percent; "
+                "(TS) after temperature scaling fitted on the validation set; best in bold.",
             )
         )
         ood = [c for c in metric_columns(summary, ood=True) if group[c].notna().any()]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -52,7 +53,8 @@ def reliability_figure(bins: BinStats, title: str) -> plt.Figure:
     top.plot([0, 1], [0, 1], "--", color="grey", linewidth=1)
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")
-    top.set_title(f"{title}\nECE {100 * bins.expected_error():.2f}%", fontsize=9)
+    heading = "\n".join(textwrap.wrap(title, 52))
+    top.set_title(f"{heading}\nECE {100 * bins.expected_error():.2f}%", fontsize=9)
     top.legend(loc="upper left", fontsize=7)
     bottom.bar(
         lo,

@@ -20,7 +20,9 @@ from rich.table import Table
 from calibench.config import RunSpec
 from calibench.errors import CalibenchError
 from calibench.evaluation import evaluate_logits
+from calibench.latex import latex_report
 from calibench.metrics import calibration_bins, equal_width_edges, softmax, top_label
+from calibench.published import compare_published, comparison_markdown
 from calibench.reliability import reliability_diagram
 from calibench.store import Store, write_text
 
@@ -67,7 +69,8 @@ SUMMARY = [
     "adaece_ts",
     "cece_ts",
 ]
-FORMATS = ("md", "csv", "tex")
+FORMATS = ("md", "csv", "tex", "html")
+COMPARE = ("published",)
 
 
 def load_run(run: dict[str, Any]) -> tuple[RunSpec, dict[str, np.ndarray]]:
@@ -172,27 +175,6 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def latex_table(header: list[str], rows: list[list[str]]) -> str:
-    def esc(s: str) -> str:
-        return s.replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%")
-
-    body = [" & ".join(esc(c) for c in r) + r" \\" for r in rows]
-    return (
-        "\n".join(
-            [
-                r"\begin{tabular}{" + "l" * 3 + "r" * (len(header) - 3) + "}",
-                r"\toprule",
-                " & ".join(esc(h) for h in header) + r" \\",
-                r"\midrule",
-                *body,
-                r"\bottomrule",
-                r"\end{tabular}",
-            ]
-        )
-        + "\n"
-    )
-
-
 def per_run_markdown(table: pd.DataFrame) -> str:
     columns = [*KEYS, *[m for m in METRICS if m in table.columns]]
     rows = [
@@ -254,20 +236,30 @@ def print_summary(header: list[str], rows: list[list[str]], console: Console) ->
 
 
 def build_report(
-    store: Store, formats: tuple[str, ...] = ("md", "csv"), console: Console | None = None
+    store: Store,
+    formats: tuple[str, ...] = ("md", "csv", "html"),
+    console: Console | None = None,
+    compare: tuple[str, ...] = (),
+    mixing_samples: int = 1000,
 ) -> Path:
     """Write ``<output>/report/``: results.csv (fractions), results.md (percent), results.tex
-    when asked, and reliability diagrams; print the summary table. Returns the folder."""
+    and index.html when asked, and reliability diagrams; print the summary table. ``compare``
+    ("published") adds the published numbers beside the measured ones (docs/report.md).
+    Returns the folder."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise CalibenchError(
             f"unknown report format {', '.join(bad)}. Valid: {', '.join(FORMATS)}."
         )
+    bad = [c for c in compare if c not in COMPARE]
+    if bad:
+        raise CalibenchError(f"unknown --compare {', '.join(bad)}. Valid: {', '.join(COMPARE)}.")
     table, runs = collect(store)
     summary = summarise(table)
     folder = store.root / "report"
     folder.mkdir(parents=True, exist_ok=True)
     header, rows = summary_cells(summary)
+    comparison = compare_published(summary, table) if "published" in compare else None
     if "csv" in formats:
         write_text(folder / "results.csv", table.to_csv(index=False))
         write_text(folder / "summary.csv", summary.to_csv(index=False))
@@ -281,11 +273,16 @@ def build_report(
                 + markdown_table(header, rows)
                 + "\n## Every run\n\n"
                 + per_run_markdown(table)
+                + ("" if comparison is None else "\n" + comparison_markdown(comparison))
             ),
         )
     if "tex" in formats:
-        write_text(folder / "results.tex", latex_table(header, rows))
+        write_text(folder / "results.tex", latex_report(summary))
     draw_diagrams(runs, table, folder / "diagrams")
+    if "html" in formats:
+        from calibench.html_report import write_html_report
+
+        write_html_report(store, folder, summary, table, runs, None, comparison, mixing_samples)
     print_summary(header, rows, console or Console())
     (console or Console()).print(f"report written to {folder}")
     return folder
