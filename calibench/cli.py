@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--devices", type=_names, help="devices of the processes executor (default: every GPU)"
     )
     run.add_argument(
+        "--log",
+        choices=["tensorboard"],
+        help="also log every epoch's loss terms and validation metrics to "
+        "<output>/tensorboard/<run> (needs the tensorboard package)",
+    )
+    run.add_argument(
         "--runs-per-device",
         type=_positive_int,
         default=1,
@@ -312,6 +318,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     store = Store(args.output)
     console.print(f"{len(specs)} runs -> {store.root}", highlight=False, markup=False)
     progress = RichProgress(console, len(specs))
+    if args.log == "tensorboard":
+        from calibench.tensorboard_log import TensorBoardProgress
+
+        progress = TensorBoardProgress(progress, store)
     retry = args.retry_failed
     if args.executor == "slurm":
         outcomes = run_slurm(
