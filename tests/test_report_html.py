@@ -340,3 +340,18 @@ def test_compare_published_on_another_backbone_says_so():
     ce = comparison[comparison["method"] == "ce"]
     assert {"resnet50", "resnet110", "wrn26_10", "densenet121"} <= set(ce["backbone"])
     assert ce["settings"].str.contains("backbone resnet18 here").all()
+
+
+def test_ood_columns_get_their_own_marked_html_table():
+    from calibench.html_report import summary_table
+
+    summary = synthetic_summary()
+    group = summary[summary["dataset"] == "cifar10"]
+    page = Tables()
+    page.feed(summary_table(group, ["ood_svhn_auroc_msp"], best_marks(summary)))
+    (table,) = page.tables
+    assert [c[2] for c in table[0]] == ["method", "epochs", "seeds", "ood_svhn_auroc_msp"]
+    cells = {row[0][2]: row[3] for row in table[1:]}
+    assert cells["focal_x"] == ("best", "0.85", "0.850 ± 0.020")
+    assert cells["ce"] == ("", "0.8", "0.800 ± 0.010")
+    assert cells["ls"] == ("", None, "-")
