@@ -17,7 +17,8 @@ examples:
   calibench run --methods rankmixup_mndcg,focal --datasets cifar10
   calibench run --preset paper-cifar10 --seeds 0,1,2 --device cuda
   calibench run --methods 'rankmixup_*' --set rankmixup_mrl.margin=1.0 --set training.lr=0.05
-  calibench report --format md,csv,tex
+  calibench report --format md,csv,tex,html --compare published
+  calibench metrics results/runs/digits/small_cnn/ce/seed0-*/logits.npz
   calibench list methods
 """
 
@@ -123,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--devices", type=_names, help="devices of the processes executor (default: every GPU)"
     )
     run.add_argument(
+        "--log",
+        choices=["tensorboard"],
+        help="also log every epoch's loss terms and validation metrics to "
+        "<output>/tensorboard/<run> (needs the tensorboard package)",
+    )
+    run.add_argument(
         "--runs-per-device",
         type=_positive_int,
         default=1,
@@ -139,10 +146,26 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--format",
         type=_names,
-        default=["md", "csv"],
-        help="comma-separated: md, csv, tex (default md,csv)",
+        default=["md", "csv", "html"],
+        help="comma-separated: md, csv, tex, html (default md,csv,html)",
+    )
+    report.add_argument(
+        "--compare",
+        type=_names,
+        default=[],
+        metavar="published",
+        help="show published numbers (calibench/published.csv) beside the measured ones",
+    )
+    report.add_argument(
+        "--mixing-samples",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="test images per run for the html report's mixing diagnostic (0: off; default 1000)",
     )
     _common(report)
+
+    _metrics_parser(sub)
 
     bench = sub.add_parser(
         "bench",
@@ -251,6 +274,38 @@ def _shift_arguments(p: argparse.ArgumentParser, required: bool = False) -> None
     )
 
 
+def _metrics_parser(sub: argparse._SubParsersAction) -> None:
+    metrics = sub.add_parser(
+        "metrics",
+        help="calibration metrics of any logits file (.npy, .npz, .pt, .csv)",
+        description="Every metric of calibench.metrics.calibration_metrics for logits saved by\n"
+        "any code; temperature scaling too when validation logits are given (or stored in\n"
+        "the .npz as val_logits/val_labels). A run's logits.npz needs no other flag.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    metrics.add_argument("logits", type=Path, metavar="LOGITS", help="(N, K) logits file")
+    metrics.add_argument("--labels", type=Path, help="(N,) class indices (default: in LOGITS)")
+    metrics.add_argument(
+        "--val-logits", type=Path, help="validation logits for temperature scaling"
+    )
+    metrics.add_argument("--val-labels", type=Path, help="validation labels")
+    metrics.add_argument(
+        "--n-bins", type=_positive_int, default=15, help="bins of the ECE-like metrics (15)"
+    )
+    metrics.add_argument(
+        "--temperature-fit",
+        choices=["ece_grid", "nll"],
+        default="ece_grid",
+        help="how T is fitted on the validation logits (default ece_grid)",
+    )
+    metrics.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="the files hold probabilities (rows summing to 1); log p is used as the logits",
+    )
+    metrics.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def _output(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--output",
@@ -323,6 +378,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     store = Store(args.output)
     console.print(f"{len(specs)} runs -> {store.root}", highlight=False, markup=False)
     progress = RichProgress(console, len(specs))
+    if args.log == "tensorboard":
+        from calibench.tensorboard_log import TensorBoardProgress
+
+        progress = TensorBoardProgress(progress, store)
     retry = args.retry_failed
     if args.executor == "slurm":
         outcomes = run_slurm(
@@ -382,7 +441,48 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from calibench.report import build_report
     from calibench.store import Store
 
-    build_report(Store(args.output), tuple(args.format), console)
+    build_report(
+        Store(args.output), tuple(args.format), console, tuple(args.compare), args.mixing_samples
+    )
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from calibench.evaluation import evaluate_logits
+    from calibench.logits_io import load_logit_set
+    from calibench.metrics import calibration_metrics
+    from calibench.store import strict_json
+
+    data = load_logit_set(
+        args.logits, args.labels, args.val_logits, args.val_labels, args.probabilities
+    )
+    if "val_logits" in data:
+        result = evaluate_logits(data, args.temperature_fit, args.n_bins)
+    else:
+        result = calibration_metrics(data["test_logits"], data["test_labels"], args.n_bins)
+        result.update(n_bins=args.n_bins, n_test=len(data["test_labels"]))
+    if args.json:
+        print(json.dumps(strict_json(result), sort_keys=True))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"{args.logits.name}: {result['n_test']} samples, {args.n_bins} bins")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if "temperature" in result:
+        table.add_column(f"after TS (T={result['temperature']:.3g})", justify="right")
+    for name in ("acc", "nll", "brier", "ece", "adaece", "cece", "mce"):
+        cells = [result[name], *([result[f"{name}_ts"]] if "temperature" in result else [])]
+        percent = name not in ("nll", "brier")
+        table.add_row(
+            f"{name} (%)" if percent else name,
+            *[f"{100 * v:.2f}" if percent else f"{v:.4f}" for v in cells],
+        )
+    console.print(table)
+    for key in sorted(k for k in result if k.startswith("ood_")):
+        console.print(f"{key}: {result[key]:.4f}", highlight=False)
     return 0
 
 
@@ -514,6 +614,7 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
 COMMANDS = {
     "run": cmd_run,
     "report": cmd_report,
+    "metrics": cmd_metrics,
     "bench": cmd_bench,
     "list": cmd_list,
     "evaluate": cmd_evaluate,

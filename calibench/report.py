@@ -20,6 +20,7 @@ from rich.table import Table
 from calibench.config import RunSpec
 from calibench.errors import CalibenchError
 from calibench.evaluation import evaluate_logits, temperature_transforms
+from calibench.latex import latex_report
 from calibench.metrics import (
     METRIC_INFO,
     METRIC_NAMES,
@@ -28,10 +29,12 @@ from calibench.metrics import (
     softmax,
     top_label,
 )
+from calibench.published import compare_published, comparison_markdown
 from calibench.reliability import reliability_diagram
 from calibench.shift_report import severity_markdown, severity_summary, shift_box_plots, shift_table
 from calibench.stats import compare_methods, is_lower_better, mark_best
 from calibench.store import Store, write_text
+from calibench.tables import Marks
 
 KEYS = ["method", "dataset", "backbone", "seed", "epochs"]
 METRICS = [*METRIC_NAMES, "temperature", *(f"{m}_ts" for m in METRIC_NAMES)]
@@ -42,7 +45,8 @@ PERCENT = {
 }
 SUMMARY_BASE = ("acc", "nll", "ece", "adaece", "cece", "smece")
 SUMMARY = [*SUMMARY_BASE, "temperature", *(f"{m}_ts" for m in SUMMARY_BASE)]
-FORMATS = ("md", "csv", "tex")
+FORMATS = ("md", "csv", "tex", "html")
+COMPARE = ("published",)
 
 
 def load_run(run: dict[str, Any]) -> tuple[RunSpec, dict[str, np.ndarray]]:
@@ -128,26 +132,27 @@ def summary_metrics(summary: pd.DataFrame) -> list[str]:
     ]
 
 
-def best_marks(table: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
-    """Per summary row and metric column: "best" where that configuration beats every other of
+def best_marks(table: pd.DataFrame, summary: pd.DataFrame) -> Marks:
+    """Per metric column of the summary: "best" where that configuration beats every other of
     its dataset/backbone by more than the seed noise, "tied" on the set tied for best, else ""
     (paired comparisons over seeds, docs/statistics.md). Temperature gets no mark."""
     labels = dict(zip(summary["config_id"], summary["method"], strict=True))
     runs = table.assign(label=table["config_id"].map(labels))
-    marks = pd.DataFrame("", index=summary.index, columns=summary_metrics(summary), dtype=object)
-    for (dataset, backbone), group in summary.groupby(["dataset", "backbone"]):
-        members = runs[(runs["dataset"] == dataset) & (runs["backbone"] == backbone)]
-        for column in marks.columns:
-            if column == "temperature" or column not in members:
-                continue
-            lower = is_lower_better(column)
+    marks: Marks = {}
+    for column in summary_metrics(summary):
+        marks[column] = pd.Series("", index=summary.index, dtype=object)
+        if column == "temperature" or column not in runs:
+            continue
+        lower = is_lower_better(column)
+        for (dataset, backbone), group in summary.groupby(["dataset", "backbone"]):
+            members = runs[(runs["dataset"] == dataset) & (runs["backbone"] == backbone)]
             comparisons = compare_methods(members, column, lower, method_column="label")
-            marks.loc[group.index, column] = mark_best(group, column, lower, comparisons)
+            marks[column][group.index] = mark_best(group, column, lower, comparisons)
     return marks
 
 
 def summary_cells(
-    summary: pd.DataFrame, marks: pd.DataFrame | None = None
+    summary: pd.DataFrame, marks: Marks | None = None
 ) -> tuple[list[str], list[list[str]]]:
     """Header and string rows of the summary table (ECE-like values and accuracy in percent);
     a "best" mark makes a cell bold, a "tied" mark appends "≈" (markdown)."""
@@ -155,7 +160,7 @@ def summary_cells(
 
     def cell(index: object, row: pd.Series, metric: str) -> str:
         text = _cell(row, metric)
-        mark = "" if marks is None or metric not in marks else marks.at[index, metric]
+        mark = "" if marks is None or metric not in marks else marks[metric][index]
         return f"**{text}**" if mark == "best" else f"{text} ≈" if mark == "tied" else text
 
     header = ["dataset", "backbone", "method", "epochs", "seeds", *metrics]
@@ -177,27 +182,6 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
-
-
-def latex_table(header: list[str], rows: list[list[str]]) -> str:
-    def esc(s: str) -> str:
-        return s.replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%")
-
-    body = [" & ".join(esc(c) for c in r) + r" \\" for r in rows]
-    return (
-        "\n".join(
-            [
-                r"\begin{tabular}{" + "l" * 3 + "r" * (len(header) - 3) + "}",
-                r"\toprule",
-                " & ".join(esc(h) for h in header) + r" \\",
-                r"\midrule",
-                *body,
-                r"\bottomrule",
-                r"\end{tabular}",
-            ]
-        )
-        + "\n"
-    )
 
 
 def per_run_markdown(table: pd.DataFrame) -> str:
@@ -298,20 +282,31 @@ def bins_caption(table: pd.DataFrame) -> str:
 
 
 def build_report(
-    store: Store, formats: tuple[str, ...] = ("md", "csv"), console: Console | None = None
+    store: Store,
+    formats: tuple[str, ...] = ("md", "csv", "html"),
+    console: Console | None = None,
+    compare: tuple[str, ...] = (),
+    mixing_samples: int = 1000,
 ) -> Path:
     """Write ``<output>/report/``: results.csv (fractions), results.md (percent), results.tex
-    when asked, and reliability diagrams; print the summary table. Returns the folder."""
+    and index.html when asked, and reliability diagrams; print the summary table. ``compare``
+    ("published") adds the published numbers beside the measured ones (docs/report.md).
+    Returns the folder."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise CalibenchError(
             f"unknown report format {', '.join(bad)}. Valid: {', '.join(FORMATS)}."
         )
+    bad = [c for c in compare if c not in COMPARE]
+    if bad:
+        raise CalibenchError(f"unknown --compare {', '.join(bad)}. Valid: {', '.join(COMPARE)}.")
     table, runs = collect(store)
     summary = summarise(table)
     folder = store.root / "report"
     folder.mkdir(parents=True, exist_ok=True)
-    header, rows = summary_cells(summary, best_marks(table, summary))
+    marks = best_marks(table, summary)
+    header, rows = summary_cells(summary, marks)
+    comparison = compare_published(summary, table) if "published" in compare else None
     if "csv" in formats:
         write_text(folder / "results.csv", table.to_csv(index=False))
         write_text(folder / "summary.csv", summary.to_csv(index=False))
@@ -327,12 +322,17 @@ def build_report(
                 + markdown_table(header, rows)
                 + "\n## Every run\n\n"
                 + per_run_markdown(table)
+                + ("" if comparison is None else "\n" + comparison_markdown(comparison))
             ),
         )
     if "tex" in formats:
-        write_text(folder / "results.tex", latex_table(header, rows))
+        write_text(folder / "results.tex", latex_report(summary, marks))
     draw_diagrams(runs, table, folder / "diagrams")
     write_shift_report(store, runs, table, folder, formats)
+    if "html" in formats:
+        from calibench.html_report import write_html_report
+
+        write_html_report(store, folder, summary, table, runs, marks, comparison, mixing_samples)
     print_summary(header, rows, console or Console())
     (console or Console()).print(f"report written to {folder}")
     return folder
