@@ -119,43 +119,51 @@ def register_method(name: str):
     return decorate
 
 
-def method_fields(name: str) -> dict[str, tuple[type, Any]]:
-    """Hyperparameter name -> (type, default) of registered method ``name``."""
-    cls = METHODS.get(name)
+def dataclass_fields(cls: type) -> dict[str, tuple[type, Any]]:
+    """Hyperparameter name -> (type, default) of a hyperparameter dataclass ``cls``."""
     hints = typing.get_type_hints(cls)
     return {f.name: (hints[f.name], f.default) for f in dataclasses.fields(cls)}
 
 
-def _coerce(method: str, key: str, kind: Any, value: Any) -> Any:
+def method_fields(name: str) -> dict[str, tuple[type, Any]]:
+    """Hyperparameter name -> (type, default) of registered method ``name``."""
+    return dataclass_fields(METHODS.get(name))
+
+
+def _coerce(owner: str, key: str, kind: Any, value: Any) -> Any:
     if typing.get_origin(kind) is typing.Literal:
         choices = typing.get_args(kind)
         if value not in choices:
             raise CalibenchError(
-                f"method {method}: {key} must be one of {', '.join(map(repr, choices))}, "
-                f"got {value!r}."
+                f"{owner}: {key} must be one of {', '.join(map(repr, choices))}, got {value!r}."
             )
         return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise CalibenchError(
-            f"method {method}: {key} must be {getattr(kind, '__name__', kind)}, got {value!r}."
+            f"{owner}: {key} must be {getattr(kind, '__name__', kind)}, got {value!r}."
         )
     return value
 
 
-def get_method(name: str, **hyperparameters: Any) -> Method:
-    """Instantiate registered method ``name`` with validated, type-checked hyperparameters."""
-    cls = METHODS.get(name)
-    fields = method_fields(name)
+def instantiate(kind: str, name: str, cls: type, hyperparameters: dict[str, Any]) -> Any:
+    """``cls(**hyperparameters)`` after rejecting unknown names and type-checking each value;
+    ``kind`` and ``name`` (``"method"``, ``"focal"``) prefix the error messages."""
+    fields = dataclass_fields(cls)
     unknown = sorted(set(hyperparameters) - set(fields))
     if unknown:
         valid = ", ".join(fields) or "(none)"
         raise CalibenchError(
-            f"method {name} has no hyperparameter {', '.join(unknown)}. Valid: {valid}."
+            f"{kind} {name} has no hyperparameter {', '.join(unknown)}. Valid: {valid}."
         )
-    kwargs = {k: _coerce(name, k, fields[k][0], v) for k, v in hyperparameters.items()}
-    return cls(**kwargs)
+    owner = f"{kind} {name}"
+    return cls(**{k: _coerce(owner, k, fields[k][0], v) for k, v in hyperparameters.items()})
+
+
+def get_method(name: str, **hyperparameters: Any) -> Method:
+    """Instantiate registered method ``name`` with validated, type-checked hyperparameters."""
+    return instantiate("method", name, METHODS.get(name), hyperparameters)
 
 
 def list_methods(pattern: str | None = None) -> list[str]:
