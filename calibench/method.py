@@ -8,6 +8,7 @@ identical for every method. See DESIGN.md, "The method plugin contract".
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -131,6 +132,12 @@ def method_fields(name: str) -> dict[str, tuple[type, Any]]:
 
 
 def _coerce(owner: str, key: str, kind: Any, value: Any) -> Any:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(kind) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(kind)):
+            return None
+        if len(options) == 1:
+            kind = options[0]
     if typing.get_origin(kind) is typing.Literal:
         choices = typing.get_args(kind)
         if value not in choices:
