@@ -55,7 +55,7 @@ def nll(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def test_every_builtin_is_registered() -> None:
-    assert list_calibrators() == BUILT_IN
+    assert set(BUILT_IN) <= set(list_calibrators())
     assert list_calibrators("temperature*") == ["temperature", "temperature_nll"]
 
 
