@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from typing import Any
 
@@ -27,6 +28,12 @@ def coerce(value: Any, kind: Any, name: str) -> Any:
     """``value`` as a value of type ``kind`` (a dataclass field's annotation), or a
     :class:`CalibenchError` naming the setting ``name``, what it must be and what it got."""
     origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = [k for k in typing.get_args(kind) if k is not type(None)]
+        if value is None and len(options) < len(typing.get_args(kind)):
+            return None
+        (kind,) = options
+        return coerce(value, kind, name)
     if origin is typing.Literal:
         choices = typing.get_args(kind)
         if any(value == c and type(value) is type(c) for c in choices):

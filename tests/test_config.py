@@ -89,7 +89,7 @@ def test_run_id_ignores_where_and_how_it_runs():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (Overrides(methods=["nope"]), r"unknown method 'nope'\. Valid methods: brier, ce"),
+        (Overrides(methods=["nope"]), r"unknown method 'nope'\. Valid methods: brier, camixup, ce"),
         (Overrides(datasets=["imagenet"]), r"unknown dataset 'imagenet'\. Valid datasets:"),
         (Overrides(backbones=["vgg99"]), r"unknown backbone 'vgg99'\. Valid backbones:"),
         (Overrides(preset="nope"), r"unknown preset 'nope'\. Valid presets:"),

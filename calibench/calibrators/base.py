@@ -1,0 +1,156 @@
+"""The post-hoc calibrator contract: a dataclass of hyperparameters with ``fit`` and ``transform``.
+
+A calibrator is fitted on validation logits and labels and maps any logits (test, shifted, OOD)
+to probabilities: ``get_calibrator(name, **hp).fit(val_logits, val_labels).transform(logits)``.
+Definitions and defaults: docs/calibrators.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from calibench.errors import CalibenchError
+from calibench.registry import CALIBRATORS
+from calibench.settings import build_settings, field_types
+
+
+class Calibrator:
+    """Base class of every post-hoc calibrator. Subclasses are dataclasses whose fields are the
+    hyperparameters; they implement :meth:`_fit` and :meth:`_transform` (and :meth:`validate`
+    for constraints on the hyperparameters).
+
+    :meth:`fit` and :meth:`transform` check the arrays and convert them to float64 logits
+    (N, K) and int64 labels (N,) before calling the subclass; ``_transform`` returns (N, K)
+    probabilities whose rows sum to 1. Fitted parameters are plain attributes, not fields.
+    """
+
+    name: ClassVar[str] = ""
+    _n_classes: int | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`CalibenchError` (through :meth:`require`) for invalid hyperparameters."""
+
+    def require(self, condition: bool, message: str) -> None:
+        """Fail with ``calibrator <name>: <message>`` unless ``condition`` holds."""
+        if not condition:
+            raise CalibenchError(f"calibrator {self.name}: {message}")
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    @property
+    def fitted(self) -> bool:
+        return self._n_classes is not None
+
+    def fit(self, logits: np.ndarray, labels: np.ndarray) -> Calibrator:
+        """Fit on validation ``logits`` (N, K) and integer ``labels`` (N,); returns ``self``."""
+        z = self._check_logits(logits, "fit")
+        y = _as_labels(labels, z.shape, self.name)
+        self._fit(z, y)
+        self._n_classes = z.shape[1]
+        return self
+
+    def transform(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (N, K), float64, each row summing to 1."""
+        if not self.fitted:
+            raise CalibenchError(
+                f"calibrator {self.name}: transform called before fit. Call "
+                ".fit(val_logits, val_labels) first."
+            )
+        z = self._check_logits(logits, "transform")
+        if z.shape[1] != self._n_classes:
+            raise CalibenchError(
+                f"calibrator {self.name}: fitted on {self._n_classes} classes but transform got "
+                f"logits with {z.shape[1]} columns. Pass logits of the same classifier."
+            )
+        return self._transform(z)
+
+    def _fit(self, logits: np.ndarray, labels: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _transform(self, logits: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _check_logits(self, logits: np.ndarray, call: str) -> np.ndarray:
+        z = np.asarray(logits, dtype=np.float64)
+        if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] < 2:
+            raise CalibenchError(
+                f"calibrator {self.name}: {call} needs logits of shape (N, K) with N >= 1 and "
+                f"K >= 2, got shape {z.shape}."
+            )
+        if not np.all(np.isfinite(z)):
+            raise CalibenchError(
+                f"calibrator {self.name}: {call} got logits with NaN or infinite values."
+            )
+        return z
+
+
+def _as_labels(labels: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    y = np.asarray(labels)
+    n, k = shape
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise CalibenchError(
+            f"calibrator {name}: fit needs integer labels of shape ({n},) to match the logits, "
+            f"got dtype {y.dtype} and shape {y.shape}."
+        )
+    if y.min() < 0 or y.max() >= k:
+        raise CalibenchError(
+            f"calibrator {name}: labels must lie in [0, {k - 1}] for {k}-class logits, got "
+            f"values from {y.min()} to {y.max()}."
+        )
+    return y.astype(np.int64)
+
+
+def renormalise(scores: np.ndarray) -> np.ndarray:
+    """Divide each row of non-negative ``scores`` by its sum; a row that sums to 0 becomes the
+    uniform distribution 1/K (docs/calibrators.md, "Renormalisation")."""
+    totals = scores.sum(axis=1, keepdims=True)
+    out = np.full_like(scores, 1.0 / scores.shape[1])
+    np.divide(scores, totals, out=out, where=totals > 0)
+    return out
+
+
+def register_calibrator(name: str):
+    """Class decorator: make ``cls`` a dataclass (if it is not one yet) and register it as
+    ``name``. Usage::
+
+        @register_calibrator("my_calibrator")
+        class MyCalibrator(Calibrator):
+            strength: float = 1.0
+            def _fit(self, logits, labels): ...
+            def _transform(self, logits): ...
+    """
+
+    def decorate(cls: type[Calibrator]) -> type[Calibrator]:
+        if not issubclass(cls, Calibrator):
+            raise TypeError(f"{cls.__name__} must subclass calibench.calibrators.Calibrator")
+        if "__dataclass_fields__" not in cls.__dict__:
+            cls = dataclass(cls)
+        cls.name = name
+        return CALIBRATORS.add(name, cls)
+
+    return decorate
+
+
+def calibrator_fields(name: str) -> dict[str, tuple[type, Any]]:
+    """Hyperparameter name -> (type, default) of registered calibrator ``name``."""
+    return field_types(CALIBRATORS.get(name))
+
+
+def get_calibrator(name: str, **hyperparameters: Any) -> Calibrator:
+    """An unfitted calibrator ``name`` with validated, type-checked hyperparameters."""
+    return build_settings(
+        CALIBRATORS.get(name), hyperparameters, f"calibrator {name}", "hyperparameter"
+    )
+
+
+def list_calibrators(pattern: str | None = None) -> list[str]:
+    """Registered calibrator names, optionally filtered by a shell-style pattern."""
+    return CALIBRATORS.names(pattern)
