@@ -163,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="test images per run for the html report's mixing diagnostic (0: off; default 1000)",
     )
+    report.add_argument(
+        "--calibrators",
+        type=_names,
+        help="post-hoc calibrators fitted on each run's validation logits for the method x "
+        "calibrator and shift tables (default: all of `calibench list calibrators`; none: off)",
+    )
     _common(report)
 
     _metrics_parser(sub)
@@ -251,8 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _output(status)
 
-    listing = sub.add_parser("list", help="list methods, datasets, backbones or presets")
-    listing.add_argument("what", choices=["methods", "datasets", "backbones", "presets"])
+    listing = sub.add_parser(
+        "list", help="list methods, datasets, backbones, presets or calibrators"
+    )
+    listing.add_argument(
+        "what", choices=["methods", "datasets", "backbones", "presets", "calibrators"]
+    )
     listing.add_argument("--plugins", nargs="+", default=[], metavar="DIR")
     listing.add_argument("--config", type=Path)
     return parser
@@ -441,8 +451,16 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from calibench.report import build_report
     from calibench.store import Store
 
+    calibrators = None if args.calibrators is None else tuple(args.calibrators)
+    if calibrators == ("none",):
+        calibrators = ()
     build_report(
-        Store(args.output), tuple(args.format), console, tuple(args.compare), args.mixing_samples
+        Store(args.output),
+        tuple(args.format),
+        console,
+        tuple(args.compare),
+        args.mixing_samples,
+        calibrators,
     )
     return 0
 
@@ -549,6 +567,14 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
                 f"{spec.image_size}x{spec.image_size}. {spec.description}",
                 highlight=False,
             )
+    elif args.what == "calibrators":
+        from calibench.calibrators import calibrator_fields
+        from calibench.registry import CALIBRATORS
+
+        for name in CALIBRATORS.names():
+            hp = ", ".join(f"{k}={v!r}" for k, (_, v) in calibrator_fields(name).items())
+            doc = (CALIBRATORS.get(name).__doc__ or "").strip().splitlines()[0]
+            console.print(f"[bold]{name}[/]({hp})\n    {doc}", highlight=False)
     elif args.what == "backbones":
         for name in BACKBONES.names():
             doc = (BACKBONES.get(name).__doc__ or "").strip().splitlines()[0]

@@ -109,3 +109,31 @@ def shift_rows(
                 }
             )
     return rows
+
+
+CALIBRATOR_METRICS = ("acc", "nll", "ece", "adaece", "smece")
+
+
+def fit_calibrators(
+    names: tuple[str, ...], val_logits: np.ndarray, val_labels: np.ndarray
+) -> dict[str, Transform]:
+    """``none`` (the plain softmax) and each named post-hoc calibrator fitted on the VALIDATION
+    logits, as transforms to apply to test, shifted or OOD logits (docs/calibrators.md)."""
+    from calibench.calibrators import get_calibrator
+
+    transforms: dict[str, Transform] = {"none": softmax}
+    for name in names:
+        transforms[name] = get_calibrator(name).fit(val_logits, val_labels).transform
+    return transforms
+
+
+def calibrator_rows(
+    transforms: dict[str, Transform], logits: np.ndarray, labels: np.ndarray, n_bins: int = 15
+) -> list[dict[str, Any]]:
+    """One row per calibrator with :data:`CALIBRATOR_METRICS` of its calibrated test
+    probabilities (matrix, vector, Dirichlet and the binning calibrators can change accuracy)."""
+    rows = []
+    for name, transform in transforms.items():
+        metrics = metrics_of_probabilities(transform(logits), labels, n_bins)
+        rows.append({"calibrator": name, **{m: metrics[m] for m in CALIBRATOR_METRICS}})
+    return rows

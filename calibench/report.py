@@ -19,7 +19,13 @@ from rich.table import Table
 
 from calibench.config import RunSpec
 from calibench.errors import CalibenchError
-from calibench.evaluation import evaluate_logits, temperature_transforms
+from calibench.evaluation import (
+    CALIBRATOR_METRICS,
+    Transform,
+    calibrator_rows,
+    evaluate_logits,
+    fit_calibrators,
+)
 from calibench.latex import latex_report
 from calibench.metrics import (
     METRIC_INFO,
@@ -30,6 +36,7 @@ from calibench.metrics import (
     top_label,
 )
 from calibench.published import compare_published, comparison_markdown
+from calibench.registry import CALIBRATORS
 from calibench.reliability import reliability_diagram
 from calibench.shift_report import severity_markdown, severity_summary, shift_box_plots, shift_table
 from calibench.stats import compare_methods, is_lower_better, mark_best
@@ -244,20 +251,77 @@ def print_summary(header: list[str], rows: list[list[str]], console: Console) ->
         console.print(table)
 
 
+def calibrator_table(
+    runs: list[tuple[str, RunSpec, dict]], transforms: dict[str, dict[str, Transform]]
+) -> pd.DataFrame:
+    """One row per run x post-hoc calibrator with its test metrics."""
+    rows = []
+    for _, spec, logits in runs:
+        ids = {
+            "dataset": spec.dataset,
+            "backbone": spec.backbone,
+            "method": spec.method,
+            "config_id": spec.config_id,
+            "seed": spec.seed,
+            "run_id": spec.run_id,
+        }
+        rows += [
+            {**ids, **row}
+            for row in calibrator_rows(
+                transforms[spec.run_id],
+                logits["test_logits"],
+                logits["test_labels"],
+                spec.training.n_bins,
+            )
+        ]
+    return pd.DataFrame(rows)
+
+
+def write_calibrator_report(
+    runs: list[tuple[str, RunSpec, dict]],
+    transforms: dict[str, dict[str, Transform]],
+    folder: Path,
+    formats: tuple[str, ...],
+) -> pd.DataFrame:
+    """calibrators.csv (one row per run and calibrator) and calibrators.md: per dataset and
+    backbone, method x calibrator ECE, accuracy and NLL, mean ± std over seeds."""
+    table = calibrator_table(runs, transforms)
+    if "csv" in formats:
+        write_text(folder / "calibrators.csv", table.to_csv(index=False))
+    if "md" not in formats:
+        return table
+    keys = ["dataset", "backbone", "method", "config_id", "calibrator"]
+    grouped = table.groupby(keys, sort=False)[list(CALIBRATOR_METRICS)]
+    summary = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std")).reset_index()
+    parts = [
+        "# Post-hoc calibrators\n\nEvery calibrator is fitted on each run's validation logits "
+        "and applied to its test logits (docs/calibrators.md); percent except NLL, mean ± std "
+        "over seeds. Vector, matrix and Dirichlet scaling and the binning calibrators can "
+        "change accuracy; temperature scaling cannot.\n"
+    ]
+    for metric in ("ece", "acc", "nll"):
+        for (dataset, backbone), group in summary.groupby(["dataset", "backbone"], sort=False):
+            cells = group.assign(cell=[_cell(r, metric) for _, r in group.iterrows()])
+            wide = cells.pivot(index="method", columns="calibrator", values="cell")
+            wide = wide[list(dict.fromkeys(cells["calibrator"]))]
+            header = ["method", *wide.columns]
+            rows = [[str(m), *wide.loc[m]] for m in wide.index]
+            title = f"\n## {metric}: {dataset} / {backbone}\n\n"
+            parts.append(title + markdown_table(header, rows))
+    write_text(folder / "calibrators.md", "".join(parts))
+    return table
+
+
 def write_shift_report(
     store: Store,
     runs: list[tuple[str, RunSpec, dict]],
-    table: pd.DataFrame,
+    transforms: dict[str, dict[str, Transform]],
     folder: Path,
     formats: tuple[str, ...],
 ) -> pd.DataFrame:
     """shift.csv, shift.md and box plots when runs hold shift logits (calibench evaluate)."""
-    temperatures = dict(zip(table["run_id"], table["temperature"], strict=True))
     shift = shift_table(
-        [
-            (spec, store.run_dir(spec), temperature_transforms(temperatures[spec.run_id]))
-            for _, spec, _ in runs
-        ]
+        [(spec, store.run_dir(spec), transforms[spec.run_id]) for _, spec, _ in runs]
     )
     if shift.empty:
         return shift
@@ -287,11 +351,16 @@ def build_report(
     console: Console | None = None,
     compare: tuple[str, ...] = (),
     mixing_samples: int = 1000,
+    calibrators: tuple[str, ...] | None = None,
 ) -> Path:
     """Write ``<output>/report/``: results.csv (fractions), results.md (percent), results.tex
     and index.html when asked, and reliability diagrams; print the summary table. ``compare``
     ("published") adds the published numbers beside the measured ones (docs/report.md).
-    Returns the folder."""
+    ``calibrators`` (default: every registered one) are fitted on each run's validation logits
+    for the method x calibrator table and the shift tables. Returns the folder."""
+    calibrators = tuple(CALIBRATORS.names()) if calibrators is None else calibrators
+    for name in calibrators:
+        CALIBRATORS.get(name)
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise CalibenchError(
@@ -328,7 +397,12 @@ def build_report(
     if "tex" in formats:
         write_text(folder / "results.tex", latex_report(summary, marks))
     draw_diagrams(runs, table, folder / "diagrams")
-    write_shift_report(store, runs, table, folder, formats)
+    transforms = {
+        spec.run_id: fit_calibrators(calibrators, logits["val_logits"], logits["val_labels"])
+        for _, spec, logits in runs
+    }
+    write_calibrator_report(runs, transforms, folder, formats)
+    write_shift_report(store, runs, transforms, folder, formats)
     if "html" in formats:
         from calibench.html_report import write_html_report
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from fake_datasets import write_fake_cifar10, write_fake_cifar_c
 
+from calibench.calibrators import get_calibrator, list_calibrators
 from calibench.cli import main
 from calibench.evaluation import metrics_of_probabilities
 from calibench.metrics import softmax
@@ -47,6 +48,8 @@ def test_fake_cifar10_c_through_run_evaluate_and_report(tmp_path, bypass_md5):
     for run_dir in _run_dirs(out):
         temperature = json.loads((run_dir / "metrics.json").read_text())["temperature"]
         run_id = json.loads((run_dir / "config.json").read_text())["run_id"]
+        clean = np.load(run_dir / "logits.npz")
+        vector = get_calibrator("vector").fit(clean["val_logits"], clean["val_labels"])
         stored = read_shift_logits(run_dir / "shift-cifar10-c.npz")
         assert len(stored) == 2 * 5
         for (corruption, severity), (logits, labels) in stored.items():
@@ -54,6 +57,7 @@ def test_fake_cifar10_c_through_run_evaluate_and_report(tmp_path, bypass_md5):
             for calibrator, probs in (
                 ("none", softmax(logits)),
                 ("temperature", softmax(logits.astype(np.float64) / temperature)),
+                ("vector", vector.transform(logits)),
             ):
                 row = shift[
                     (shift["run_id"] == run_id)
@@ -66,7 +70,21 @@ def test_fake_cifar10_c_through_run_evaluate_and_report(tmp_path, bypass_md5):
                 for metric in ("acc", "ece", "adaece", "nll"):
                     assert row[metric].item() == pytest.approx(expected[metric], rel=1e-9)
     text = (out / "report" / "shift.md").read_text()
-    assert text.count("| cifar10-c |") == 2 * 5 * 2
+    assert text.count("| cifar10-c |") == 2 * 5 * (1 + len(list_calibrators()))
+    calibrated = pd.read_csv(out / "report" / "calibrators.csv")
+    assert set(calibrated["calibrator"]) == {"none", *list_calibrators()}
+    for run_dir in _run_dirs(out):
+        clean = np.load(run_dir / "logits.npz")
+        run_id = json.loads((run_dir / "config.json").read_text())["run_id"]
+        isotonic = get_calibrator("isotonic").fit(clean["val_logits"], clean["val_labels"])
+        expected = metrics_of_probabilities(
+            isotonic.transform(clean["test_logits"]), clean["test_labels"]
+        )
+        row = calibrated[
+            (calibrated["run_id"] == run_id) & (calibrated["calibrator"] == "isotonic")
+        ]
+        for metric in ("acc", "ece", "nll"):
+            assert row[metric].item() == pytest.approx(expected[metric], rel=1e-9)
     assert list((out / "report" / "shift").glob("*.png"))
 
 
