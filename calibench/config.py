@@ -306,7 +306,7 @@ def _split_layer(
     return training, hparams
 
 
-PRESET_KEYS = {"description", "methods", "datasets", "backbones", "seeds", "ood"}
+PRESET_KEYS = {"description", "methods", "datasets", "backbones", "seeds", "ood", "vary"}
 DATASET_KEYS = {"backbone", "description"}
 
 
@@ -358,6 +358,28 @@ def _seeds(overrides: Overrides, preset: dict[str, Any], where: str) -> list[int
     return seeds
 
 
+def _vary(preset: dict[str, Any], where: str) -> dict[str, dict[str, list[Any]]]:
+    """``[presets.<p>.vary.<method>] param = [values]``: an ablation, one parameter at a time."""
+    vary = preset.get("vary", {})
+    if not isinstance(vary, dict) or not all(
+        isinstance(table, dict) and all(isinstance(v, list) and v for v in table.values())
+        for table in vary.values()
+    ):
+        raise CalibenchError(f"{where}: vary must hold one table of non-empty lists per method.")
+    for method in vary:
+        METHODS.get(method)
+    return vary
+
+
+def variants(grid_choices: dict[str, list[Any]], vary: dict[str, list[Any]]) -> list[dict]:
+    """A method's hyperparameter overrides: the product of its ``--set`` grid, and, for an
+    ablation, each varied parameter's values one at a time (the others at their defaults)."""
+    out = grid(grid_choices)
+    for param, values in vary.items():
+        out += [{param: value} for value in values if param not in grid_choices]
+    return out
+
+
 def _check_sets(sets: dict[str, Any], methods: list[str]) -> None:
     for name in sets:
         if name not in methods:
@@ -403,6 +425,7 @@ def build_run_specs(config: dict[str, Any], overrides: Overrides) -> list[RunSpe
         training_grid["epochs"] = [overrides.epochs]
     _check_sets(sets, methods)
     pr_training, pr_hparams = _split_layer(preset, PRESET_KEYS, f"[presets.{preset_name}]")
+    vary = _vary(preset, f"[presets.{preset_name}]")
 
     specs = []
     for dataset, cli_training in product(datasets, grid(training_grid)):
@@ -419,7 +442,7 @@ def build_run_specs(config: dict[str, Any], overrides: Overrides) -> list[RunSpe
         backbones = _backbones(overrides, preset, ds_layer, training, where)
         for method in methods:
             base = {**ds_hparams.get(method, {}), **pr_hparams.get(method, {})}
-            for cli_hparams in grid(sets.get(method, {})):
+            for cli_hparams in variants(sets.get(method, {}), vary.get(method, {})):
                 hparams = get_method(method, **{**base, **cli_hparams}).hyperparameters()
                 specs += [
                     RunSpec(

@@ -17,6 +17,12 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from calibench.ablation import (
+    ABLATION_METRICS,
+    ablation_figures,
+    ablation_table,
+    config_labels,
+)
 from calibench.config import RunSpec
 from calibench.errors import CalibenchError
 from calibench.evaluation import (
@@ -113,8 +119,7 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     summary.insert(0, "seeds", grouped.size())
     summary.insert(0, "epochs", grouped["epochs"].first())
     summary = summary.reset_index()
-    clash = summary.duplicated(["dataset", "backbone", "method"], keep=False)
-    summary.loc[clash, "method"] = summary["method"] + " [" + summary["config_id"].str[:6] + "]"
+    summary["method"] = summary["config_id"].map(config_labels(table))
     return summary
 
 
@@ -282,6 +287,7 @@ def write_calibrator_report(
     transforms: dict[str, dict[str, Transform]],
     folder: Path,
     formats: tuple[str, ...],
+    labels: dict[str, str],
 ) -> pd.DataFrame:
     """calibrators.csv (one row per run and calibrator) and calibrators.md: per dataset and
     backbone, method x calibrator ECE, accuracy and NLL, mean ± std over seeds."""
@@ -302,6 +308,7 @@ def write_calibrator_report(
     for metric in ("ece", "acc", "nll"):
         for (dataset, backbone), group in summary.groupby(["dataset", "backbone"], sort=False):
             cells = group.assign(cell=[_cell(r, metric) for _, r in group.iterrows()])
+            cells["method"] = cells["config_id"].map(labels)
             wide = cells.pivot(index="method", columns="calibrator", values="cell")
             wide = wide[list(dict.fromkeys(cells["calibrator"]))]
             header = ["method", *wide.columns]
@@ -310,6 +317,32 @@ def write_calibrator_report(
             parts.append(title + markdown_table(header, rows))
     write_text(folder / "calibrators.md", "".join(parts))
     return table
+
+
+def write_ablation_report(
+    table: pd.DataFrame, folder: Path, formats: tuple[str, ...]
+) -> pd.DataFrame:
+    """ablation.csv/md and a figure per varied parameter, when a method was trained with
+    several hyperparameter values (a preset's ``vary`` or a ``--set`` grid)."""
+    ablation = ablation_table(table)
+    if ablation.empty:
+        return ablation
+    if "csv" in formats:
+        write_text(folder / "ablation.csv", ablation.to_csv(index=False))
+    if "md" in formats:
+        header = ["dataset", "backbone", "method", "parameter", "value", "seeds"]
+        header += list(ABLATION_METRICS)
+        rows = [
+            [*(str(r[c]) for c in header[:6]), *(_cell(r, m) for m in ABLATION_METRICS)]
+            for _, r in ablation.iterrows()
+        ]
+        write_text(
+            folder / "ablation.md",
+            "# Ablations\n\nEach parameter varied one at a time, the others at their most "
+            "common value; percent, mean ± std over seeds.\n\n" + markdown_table(header, rows),
+        )
+    ablation_figures(ablation, folder / "ablation")
+    return ablation
 
 
 def write_shift_report(
@@ -401,7 +434,8 @@ def build_report(
         spec.run_id: fit_calibrators(calibrators, logits["val_logits"], logits["val_labels"])
         for _, spec, logits in runs
     }
-    write_calibrator_report(runs, transforms, folder, formats)
+    write_calibrator_report(runs, transforms, folder, formats, config_labels(table))
+    write_ablation_report(table, folder, formats)
     write_shift_report(store, runs, transforms, folder, formats)
     if "html" in formats:
         from calibench.html_report import write_html_report
