@@ -393,6 +393,7 @@ def compare_with_reference(
     peak_tflops: float | None = None,
     warmup_steps: int = 3,
     seed: int = 0,
+    on_row: Callable[[Comparison], None] | None = None,
 ) -> Comparison:
     """Train-step throughput of calibench's pipeline and of the reference pipeline, per method.
 
@@ -401,7 +402,8 @@ def compare_with_reference(
     ``warmup_steps`` each, they run ``blocks`` pairs of blocks, calibench then reference; each
     block is a few untimed lead-in steps (the reference loader's prefetch depth, so that batches
     made while the other path ran are not counted) and ``steps`` timed ones. ``ratio`` is the
-    median over pairs of calibench's images/s over the reference's (docs/speed.md)."""
+    median over pairs of calibench's images/s over the reference's (docs/speed.md).
+    ``on_row(comparison)`` is called after each method, e.g. to save partial results."""
     from calibench.reference_pipeline import default_num_workers, reference_loader
 
     if precision not in PRECISIONS:
@@ -479,7 +481,12 @@ def compare_with_reference(
         if peak_tflops is not None
         else ("datasheet table (docs/speed.md)" if peaks["calibench"] else None),
     }
-    return Comparison(setup, [_compare_one(paths, m) for m in methods])
+    comparison = Comparison(setup)
+    for method in methods:
+        comparison.rows.append(_compare_one(paths, method))
+        if on_row is not None:
+            on_row(comparison)
+    return comparison
 
 
 def _compare_one(paths: _Paths, method_name: str) -> ComparisonRow:
@@ -550,10 +557,13 @@ def comparison_document(comparison: Comparison) -> dict[str, Any]:
 
 
 def write_comparison(comparison: Comparison, path: Path) -> None:
-    """Write :func:`comparison_document` as indented JSON to ``path`` (folders created)."""
+    """Write :func:`comparison_document` as indented JSON to ``path`` (folders created), through
+    a temporary file, so that a run stopped while writing leaves the previous version."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(comparison_document(comparison), indent=2) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(comparison_document(comparison), indent=2) + "\n")
+    tmp.replace(path)
 
 
 def _mib(n: int | None) -> str:

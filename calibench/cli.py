@@ -284,6 +284,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     import json
+    from functools import partial
 
     from rich.table import Table
 
@@ -317,9 +318,8 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
             num_workers=args.num_workers,
             data_root=args.data_root,
             peak_tflops=args.peak_tflops,
+            on_row=partial(write_comparison, path=args.output) if args.output else None,
         )
-        if args.output:
-            write_comparison(comparison, args.output)
         if args.json:
             print(json.dumps(comparison_document(comparison), indent=2))
         else:
