@@ -83,11 +83,11 @@ def _bench_lines(folder: Path) -> list[str]:
             a, b = m["calibench"], m["reference"]
             mib = [None if p["peak_memory_bytes"] is None else p["peak_memory_bytes"] / 2**20
                    for p in (a, b)]  # fmt: skip
-            mfu = [None if p["mfu"] is None else 100 * p["mfu"] for p in (a, b)]
+            mfu = [None if p["mfu"] is None else f"{100 * p['mfu']:.1f}%" for p in (a, b)]
             lines.append(
                 f"| {doc['dataset']} | {doc['backbone']} | {doc['data']} | {doc['precision']} "
                 f"| {m['method']} | {a['images_per_s']:.0f} | {b['images_per_s']:.0f} "
-                f"| {m['ratio']:.2f}x | {_fmt(mfu[0], '.1f')}% | {_fmt(mfu[1], '.1f')}% "
+                f"| {m['ratio']:.2f}x | {mfu[0] or '-'} | {mfu[1] or '-'} "
                 f"| {_fmt(mib[0], '.0f')} | {_fmt(mib[1], '.0f')} |"
             )
     return lines
