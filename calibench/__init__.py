@@ -1,7 +1,15 @@
 """calibench: a calibration benchmarking suite for deep classifiers."""
 
 from calibench.errors import CalibenchError
-from calibench.method import Loss, Method, Mix, get_method, list_methods, register_method
+from calibench.method import (
+    Loss,
+    Method,
+    Mix,
+    TrainingSetup,
+    get_method,
+    list_methods,
+    register_method,
+)
 from calibench.registry import BACKBONES, DATASETS, METHODS
 
 __all__ = [
@@ -12,6 +20,7 @@ __all__ = [
     "Loss",
     "Method",
     "Mix",
+    "TrainingSetup",
     "get_method",
     "list_methods",
     "register_method",

@@ -23,6 +23,7 @@ import platform
 import re
 import statistics
 import time
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -34,11 +35,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from calibench.config import PRECISIONS, Training
+from calibench.config import Training
 from calibench.data import DeviceLoader
 from calibench.data.base import Split
 from calibench.errors import CalibenchError
-from calibench.method import Method, get_method
+from calibench.method import Method, TrainingSetup, get_method, training_loss
 from calibench.models import build_backbone
 from calibench.registry import DATASETS
 from calibench.train import load_dataset, train_one_epoch
@@ -108,13 +109,17 @@ def bench_methods(
     shape = (batch_size, spec.in_channels, spec.image_size, spec.image_size)
     x = torch.randn(shape, device=device)
     y = torch.randint(0, spec.num_classes, (batch_size,), device=device)
+    indices = torch.arange(batch_size, device=device)
     rows = []
     for name in methods:
         method = get_method(name)
         method.seed(0)
+        method.setup(TrainingSetup(batch_size, spec.num_classes))
         stub = CachedLogits(16 * batch_size, spec.num_classes, device)
-        step_ms = _time_ms(partial(_step, method, model, optimizer, x, y), steps, warmup, device)
-        loss_ms = _time_ms(partial(_step, method, stub, None, x, y), steps, warmup, device)
+        step_ms = _time_ms(
+            partial(_step, method, model, optimizer, x, y, indices), steps, warmup, device
+        )
+        loss_ms = _time_ms(partial(_step, method, stub, None, x, y, indices), steps, warmup, device)
         calls = steps + warmup
         rows.append(
             BenchRow(
@@ -135,9 +140,10 @@ def _step(
     optimizer: torch.optim.Optimizer | None,
     x: torch.Tensor,
     y: torch.Tensor,
+    indices: torch.Tensor,
 ) -> None:
     model.zero_grad(set_to_none=True)
-    method.loss(model, x, y).total.backward()
+    training_loss(method, model, x, y, indices).total.backward()
     if optimizer is not None:
         optimizer.step()
 
@@ -256,23 +262,28 @@ def _malloc_trim() -> Callable[[], Any]:
         return lambda: None
 
 
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""Inputs, labels and the samples' positions in the training split."""
+
+
 class _Cycle:
-    """Endless batches from a loader, starting a new epoch whenever one ends."""
+    """Endless batches: a new epoch from ``epoch()`` whenever one ends."""
 
-    def __init__(self, loader) -> None:
-        self.loader = loader
-        self.iterator = iter(loader)
+    def __init__(self, epoch: Callable[[], Iterator[Batch]]) -> None:
+        self.epoch = epoch
+        self.iterator = epoch()
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self) -> Batch:
         try:
             return next(self.iterator)
         except StopIteration:
-            self.iterator = iter(self.loader)
+            self.iterator = self.epoch()
             return next(self.iterator)
 
 
 class _Take:
-    """The next ``steps`` batches of a :class:`_Cycle`, as an epoch the trainer can loop over."""
+    """The next ``steps`` batches of a :class:`_Cycle`, as an epoch the trainer can loop over
+    (like :class:`~calibench.data.DeviceLoader`: ``len``, ``indexed()`` and plain iteration)."""
 
     def __init__(self, cycle: _Cycle, steps: int) -> None:
         self.cycle = cycle
@@ -281,9 +292,13 @@ class _Take:
     def __len__(self) -> int:
         return self.steps
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def indexed(self) -> Iterator[Batch]:
         for _ in range(self.steps):
             yield self.cycle.next()
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y, _ in self.indexed():
+            yield x, y
 
 
 def bench_split(dataset: str, data_root: str | None, min_images: int, seed: int = 0):
@@ -377,6 +392,7 @@ class _Paths:
     warmup_steps: int
     seed: int
     peaks: dict[str, float | None]
+    num_train: int
 
 
 def compare_with_reference(
@@ -406,8 +422,9 @@ def compare_with_reference(
     ``on_row(comparison)`` is called after each method, e.g. to save partial results."""
     from calibench.reference_pipeline import default_num_workers, reference_loader
 
-    if precision not in PRECISIONS:
-        raise CalibenchError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision}.")
+    precisions = typing.get_args(typing.get_type_hints(Training)["precision"])
+    if precision not in precisions:
+        raise CalibenchError(f"precision must be one of {', '.join(precisions)}, got {precision}.")
     if num_workers is not None and num_workers < 0:
         raise CalibenchError(f"--num-workers must be 0 or more, got {num_workers}.")
     if peak_tflops is not None and peak_tflops <= 0:
@@ -435,6 +452,7 @@ def compare_with_reference(
     device_loader = DeviceLoader(
         split, spec, batch_size, device, True, torch.Generator().manual_seed(seed)
     )
+    ref_loader = reference_loader(split, spec, batch_size, device, workers, seed)
     paths = _Paths(
         dataset=spec,
         backbone=backbone,
@@ -444,13 +462,14 @@ def compare_with_reference(
         device=device,
         precision=precision,
         protocol=Training(),
-        ours=_Cycle(device_loader),
-        theirs=_Cycle(reference_loader(split, spec, batch_size, device, workers, seed)),
+        ours=_Cycle(device_loader.indexed),
+        theirs=_Cycle(ref_loader.__iter__),
         probe=MemoryProbe(device),
         lead_in=2 * workers if workers > 0 else 1,
         warmup_steps=warmup_steps,
         seed=seed,
         peaks=peaks,
+        num_train=len(split),
     )
     setup = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -509,6 +528,7 @@ def _compare_one(paths: _Paths, method_name: str) -> ComparisonRow:
     def method() -> Method:
         m = get_method(method_name)
         m.seed(paths.seed)
+        m.setup(TrainingSetup(paths.num_train, spec.num_classes))
         return m
 
     # train_one_epoch reads the model, the method and the optimiser of its first argument
@@ -521,9 +541,9 @@ def _compare_one(paths: _Paths, method_name: str) -> ComparisonRow:
 
     def theirs_steps(n: int) -> None:
         for _ in range(n):
-            x, y = paths.theirs.next()
+            x, y, indices = paths.theirs.next()
             reference_train_step(
-                ref_model, ref_method, ref_optimizer, x, y, device, protocol.grad_clip
+                ref_model, ref_method, ref_optimizer, x, y, indices, device, protocol.grad_clip
             )
 
     ours_steps(paths.warmup_steps)

@@ -1,9 +1,9 @@
 """benchmark.toml + command-line flags -> validated run specs.
 
 Settings are layered, later layers winning: ``[training]`` (the RankMixup CIFAR protocol,
-REFERENCE.md section 3) < ``[datasets.<name>]`` (the dataset's own protocol, default backbone and
-method hyperparameters) < ``[presets.<name>]`` < command-line flags. Learning-rate milestones
-are fractions of the epoch count, so ``--epochs`` rescales the schedule.
+docs/protocol.md, "Training") < ``[datasets.<name>]`` (the dataset's own protocol, default
+backbone and method hyperparameters) < ``[presets.<name>]`` < command-line flags.
+Learning-rate milestones are fractions of the epoch count, so ``--epochs`` rescales the schedule.
 """
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
+from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from calibench.errors import CalibenchError
 from calibench.method import get_method, list_methods
 from calibench.models import TIMM_PREFIX, check_backbone_name
 from calibench.registry import DATASETS, METHODS
+from calibench.settings import coerce, field_types
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -44,9 +46,9 @@ class Training:
     eval_batch_size: int = 512
     grad_clip: float = 2.0
     split_seed: int = 0
-    temperature_fit: str = "ece_grid"
+    temperature_fit: Literal["ece_grid", "nll"] = "ece_grid"
     n_bins: int = 15
-    precision: str = "fp32"
+    precision: Literal["fp32", "bf16"] = "fp32"
     pretrained: bool = False
 
     def milestone_epochs(self) -> list[int]:
@@ -54,8 +56,10 @@ class Training:
         return sorted({max(1, round(f * self.epochs)) for f in self.milestones})
 
 
-TRAINING_KEYS = {f.name for f in fields(Training)}
-PRECISIONS = ("fp32", "bf16")
+TRAINING_TYPES = field_types(Training)
+TRAINING_KEYS = set(TRAINING_TYPES)
+MAX_BINS = 1000
+MAX_EPOCHS = 100_000
 ADDED_LATER = {"precision": "fp32", "pretrained": False}
 """Training settings added after stores existed: they enter the run id only when they differ
 from these values, so the runs of an existing store keep their ids."""
@@ -172,24 +176,47 @@ def plugin_dirs(config: dict[str, Any], config_path: Path) -> list[Path]:
     return [(config_path.parent / p).expanduser() for p in paths]
 
 
-def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``NAME.PARAM=VALUE`` strings -> {NAME: {PARAM: value}}; values are TOML literals
-    (``5``, ``0.1``, ``true``, ``"prob"``), and a bare word is a string."""
-    out: dict[str, dict[str, Any]] = {}
+def _parse_value(raw: str) -> list[Any]:
+    """One ``--set`` value -> its alternatives: a TOML literal is one value; a comma-separated
+    list of literals (``1,2,4`` or ``logit,prob``) is a grid of values."""
+    try:
+        return [tomllib.loads(f"v = {raw}")["v"]]
+    except tomllib.TOMLDecodeError:
+        pass
+    values = []
+    for part in raw.split(","):
+        part = part.strip()
+        try:
+            values.append(tomllib.loads(f"v = {part}")["v"])
+        except tomllib.TOMLDecodeError:
+            values.append(part)
+    return values
+
+
+def parse_sets(items: list[str]) -> dict[str, dict[str, list[Any]]]:
+    """``NAME.PARAM=VALUE`` strings -> {NAME: {PARAM: [values]}}. Values are TOML literals
+    (``5``, ``0.1``, ``true``, ``"prob"``, ``[0.3, 0.6]``), a bare word is a string, and a
+    comma-separated list (``1,2,4``) is a grid: the run specs are the product of every grid."""
+    out: dict[str, dict[str, list[Any]]] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         name, dot, param = key.strip().partition(".")
         if not sep or not dot or not name or not param or not raw.strip():
             raise CalibenchError(
                 f"--set {item!r} is not NAME.PARAM=VALUE (e.g. --set rankmixup_mrl.margin=1.0 "
-                "or --set training.lr=0.05)."
+                "or --set training.lr=0.05; a grid: --set rankmixup_mrl.margin=0.5,1,2)."
             )
-        try:
-            value = tomllib.loads(f"v = {raw.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw.strip()
-        out.setdefault(name, {})[param] = value
+        values = _parse_value(raw.strip())
+        if any(v == "" for v in values):
+            raise CalibenchError(f"--set {item!r} has an empty value in its list.")
+        out.setdefault(name, {})[param] = values
     return out
+
+
+def grid(choices: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of ``{name: [values]}`` as a list of ``{name: value}`` dicts."""
+    names = list(choices)
+    return [dict(zip(names, combo, strict=True)) for combo in product(*choices.values())]
 
 
 def _str_list(value: Any, where: str) -> list[str]:
@@ -226,50 +253,14 @@ def _training(layers: list[tuple[str, dict[str, Any]]]) -> Training:
                     f"{where}: unknown training setting {key!r}. "
                     f"Valid: {', '.join(sorted(TRAINING_KEYS))}."
                 )
-            values[key] = _typed_setting(key, value, where)
+            values[key] = coerce(value, TRAINING_TYPES[key][0], f"{where}: training setting {key}")
     training = Training(**values)
     _check_training(training)
     return training
 
 
-TRAINING_TYPES = {f.name: f.type for f in fields(Training)}
-
-
-def _typed_setting(key: str, value: Any, where: str) -> Any:
-    """``value`` as the type of Training.<key>; ints are not bools, floats accept ints."""
-    kind = TRAINING_TYPES[key]
-
-    def number(v: Any, integer: bool) -> bool:
-        return not isinstance(v, bool) and isinstance(v, int if integer else (int, float))
-
-    ok = {
-        "int": lambda v: number(v, True),
-        "float": lambda v: number(v, False),
-        "str": lambda v: isinstance(v, str),
-        "bool": lambda v: isinstance(v, bool),
-        "tuple[float, ...]": lambda v: (
-            isinstance(v, list | tuple) and all(number(m, False) for m in v)
-        ),
-    }[kind](value)
-    if not ok:
-        expected = {
-            "int": "an integer",
-            "float": "a number",
-            "str": "a string",
-            "bool": "true or false",
-        }.get(kind, "a list of numbers")
-        raise CalibenchError(f"{where}: training setting {key} must be {expected}, got {value!r}.")
-    if kind == "float":
-        return float(value)
-    if kind.startswith("tuple"):
-        return tuple(float(m) for m in value)
-    return value
-
-
 def _check_training(t: Training) -> None:
     """Range checks of the training settings, all problems in one message."""
-    from calibench.metrics import TEMPERATURE_FITS
-
     rules = [
         (t.epochs >= 1, f"epochs must be >= 1 (got {t.epochs})"),
         (
@@ -284,15 +275,11 @@ def _check_training(t: Training) -> None:
         (t.eval_batch_size >= 1, f"eval_batch_size must be >= 1 (got {t.eval_batch_size})"),
         (t.grad_clip >= 0, f"grad_clip must be >= 0, 0 turning clipping off (got {t.grad_clip})"),
         (t.split_seed >= 0, f"split_seed must be >= 0 (got {t.split_seed})"),
-        (t.n_bins >= 1, f"n_bins must be >= 1 (got {t.n_bins})"),
         (
-            t.temperature_fit in TEMPERATURE_FITS,
-            f"temperature_fit must be one of {', '.join(TEMPERATURE_FITS)}",
+            1 <= t.n_bins <= MAX_BINS,
+            f"n_bins must be in [1, {MAX_BINS}] (got {t.n_bins})",
         ),
-        (
-            t.precision in PRECISIONS,
-            f"precision must be one of {', '.join(PRECISIONS)} (got {t.precision!r})",
-        ),
+        (t.epochs <= MAX_EPOCHS, f"epochs must be <= {MAX_EPOCHS} (got {t.epochs})"),
     ]
     problems = [message for ok, message in rules if not ok]
     if problems:
@@ -339,38 +326,39 @@ def _check_ood_shapes(datasets: list[str], ood: list[str]) -> None:
                 )
 
 
-def build_run_specs(config: dict[str, Any], overrides: Overrides) -> list[RunSpec]:
-    """The run specs of a preset after command-line overrides, every name and value validated."""
+def _preset(config: dict[str, Any], name: str | None) -> tuple[str, dict[str, Any]]:
     presets = _table(config, "presets")
-    preset_name = overrides.preset or config.get("default_preset", "quick")
-    if not isinstance(preset_name, str) or preset_name not in presets:
+    name = name or config.get("default_preset", "quick")
+    if not isinstance(name, str) or name not in presets:
         raise CalibenchError(
-            f"unknown preset {preset_name!r}. "
-            f"Valid presets: {', '.join(sorted(presets)) or '(none)'}."
+            f"unknown preset {name!r}. Valid presets: {', '.join(sorted(presets)) or '(none)'}."
         )
-    preset = presets[preset_name]
-    if not isinstance(preset, dict):
-        raise CalibenchError(f"[presets.{preset_name}] must be a table.")
+    if not isinstance(presets[name], dict):
+        raise CalibenchError(f"[presets.{name}] must be a table.")
+    return name, presets[name]
+
+
+def _check_dataset_tables(config: dict[str, Any]) -> None:
     for name, table in _table(config, "datasets").items():
         if not isinstance(table, dict):
             raise CalibenchError(f"[datasets.{name}] must be a table.")
         DATASETS.get(name)
-    where = f"preset {preset_name!r}"
-    methods = expand_methods(overrides.methods or _str_list(preset.get("methods", ["*"]), where))
-    datasets = overrides.datasets or _str_list(preset.get("datasets", ["digits"]), where)
-    seeds = overrides.seeds if overrides.seeds is not None else preset.get("seeds", [0])
+
+
+def _seeds(overrides: Overrides, preset: dict[str, Any], where: str) -> list[int]:
+    seeds, where = (
+        (overrides.seeds, "--seeds")
+        if overrides.seeds is not None
+        else (preset.get("seeds", [0]), f"{where}: seeds")
+    )
     if not isinstance(seeds, list) or not all(
         isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
     ):
-        raise CalibenchError(f"{where}: seeds must be a list of non-negative integers.")
-    ood = overrides.ood if overrides.ood is not None else _str_list(preset.get("ood", []), where)
-    for name in [*datasets, *ood]:
-        DATASETS.get(name)
-    _check_ood_shapes(datasets, ood)
-    sets = parse_sets(overrides.sets)
-    cli_training = sets.pop("training", {})
-    if overrides.epochs is not None:
-        cli_training["epochs"] = overrides.epochs
+        raise CalibenchError(f"{where} must be a list of non-negative integers, got {seeds!r}.")
+    return seeds
+
+
+def _check_sets(sets: dict[str, Any], methods: list[str]) -> None:
     for name in sets:
         if name not in methods:
             raise CalibenchError(
@@ -378,9 +366,46 @@ def build_run_specs(config: dict[str, Any], overrides: Overrides) -> list[RunSpe
                 f"{', '.join(methods)} (or use training.PARAM)."
             )
 
-    specs = []
+
+def _backbones(
+    overrides: Overrides, preset: dict, ds_layer: dict, training: Training, where: str
+) -> list[str]:
+    backbones = overrides.backbones or _str_list(
+        preset.get("backbones", [ds_layer.get("backbone", "small_cnn")]), where
+    )
+    for backbone in backbones:
+        check_backbone_name(backbone)
+        if training.pretrained and not backbone.startswith(TIMM_PREFIX):
+            raise CalibenchError(
+                f"training.pretrained is set, but backbone {backbone!r} has no pretrained "
+                "weights; only timm/<name> backbones can start from pretrained weights."
+            )
+    return backbones
+
+
+def build_run_specs(config: dict[str, Any], overrides: Overrides) -> list[RunSpec]:
+    """The run specs of a preset after command-line overrides, every name and value validated:
+    the product of methods (x each method's ``--set`` grid) x datasets (x ``training.*`` grid)
+    x backbones x seeds."""
+    preset_name, preset = _preset(config, overrides.preset)
+    _check_dataset_tables(config)
+    where = f"preset {preset_name!r}"
+    methods = expand_methods(overrides.methods or _str_list(preset.get("methods", ["*"]), where))
+    datasets = overrides.datasets or _str_list(preset.get("datasets", ["digits"]), where)
+    seeds = _seeds(overrides, preset, where)
+    ood = overrides.ood if overrides.ood is not None else _str_list(preset.get("ood", []), where)
+    for name in [*datasets, *ood]:
+        DATASETS.get(name)
+    _check_ood_shapes(datasets, ood)
+    sets = parse_sets(overrides.sets)
+    training_grid = sets.pop("training", {})
+    if overrides.epochs is not None:
+        training_grid["epochs"] = [overrides.epochs]
+    _check_sets(sets, methods)
     pr_training, pr_hparams = _split_layer(preset, PRESET_KEYS, f"[presets.{preset_name}]")
-    for dataset in datasets:
+
+    specs = []
+    for dataset, cli_training in product(datasets, grid(training_grid)):
         ds_layer = _table(config, "datasets", dataset)
         ds_training, ds_hparams = _split_layer(ds_layer, DATASET_KEYS, f"[datasets.{dataset}]")
         training = _training(
@@ -391,37 +416,24 @@ def build_run_specs(config: dict[str, Any], overrides: Overrides) -> list[RunSpe
                 ("--set training / --epochs", cli_training),
             ]
         )
-        backbones = overrides.backbones or _str_list(
-            preset.get("backbones", [ds_layer.get("backbone", "small_cnn")]), where
-        )
-        for backbone in backbones:
-            check_backbone_name(backbone)
-            if training.pretrained and not backbone.startswith(TIMM_PREFIX):
-                raise CalibenchError(
-                    f"training.pretrained is set, but backbone {backbone!r} has no pretrained "
-                    "weights; only timm/<name> backbones can start from pretrained weights."
-                )
+        backbones = _backbones(overrides, preset, ds_layer, training, where)
         for method in methods:
-            hparams = {
-                **ds_hparams.get(method, {}),
-                **pr_hparams.get(method, {}),
-                **sets.get(method, {}),
-            }
-            hparams = get_method(method, **hparams).hyperparameters()
-            for backbone in backbones:
-                for seed in seeds:
-                    specs.append(
-                        RunSpec(
-                            method=method,
-                            dataset=dataset,
-                            backbone=backbone,
-                            seed=seed,
-                            training=training,
-                            hparams=hparams,
-                            ood=tuple(ood),
-                            data_root=overrides.data_root or "",
-                            download=overrides.download,
-                            device=overrides.device,
-                        )
+            base = {**ds_hparams.get(method, {}), **pr_hparams.get(method, {})}
+            for cli_hparams in grid(sets.get(method, {})):
+                hparams = get_method(method, **{**base, **cli_hparams}).hyperparameters()
+                specs += [
+                    RunSpec(
+                        method=method,
+                        dataset=dataset,
+                        backbone=backbone,
+                        seed=seed,
+                        training=training,
+                        hparams=hparams,
+                        ood=tuple(ood),
+                        data_root=overrides.data_root or "",
+                        download=overrides.download,
+                        device=overrides.device,
                     )
+                    for backbone, seed in product(backbones, seeds)
+                ]
     return list({spec.run_id: spec for spec in specs}.values())

@@ -1,39 +1,60 @@
-"""From saved logits to a result record: metrics before and after temperature scaling, and OOD
-AUROC. Used both when a run finishes and when the report rebuilds its tables from the store."""
+"""From saved logits to a result record: every metric before and after temperature scaling,
+bootstrap intervals of the main ones, and OOD AUROC. Used both when a run finishes and when the
+report rebuilds its tables from the store."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from calibench.metrics import calibration_metrics, fit_temperature, ood_auroc
+from calibench.metrics import calibration_metrics, fit_temperature, ood_auroc, softmax
+from calibench.stats import bootstrap_interval
 
-METRIC_NAMES = ("acc", "nll", "brier", "ece", "adaece", "cece", "mce")
+BINNING = {
+    "ece": "equal-width",
+    "adaece": "equal-mass",
+    "cece": "equal-width",
+    "mce": "equal-width",
+    "oe": "equal-width",
+    "ue": "equal-width",
+    "dece_l2": "split equal-mass",
+}
+INTERVAL_METRICS = ("ece", "adaece", "nll")
+"""Metrics that get a bootstrap 95% interval over test samples (docs/statistics.md)."""
+INTERVAL_SEED = 0
 
 
 def evaluate_logits(
-    logits: dict[str, np.ndarray], temperature_fit: str = "ece_grid", n_bins: int = 15
+    logits: dict[str, np.ndarray],
+    temperature_fit: str = "ece_grid",
+    n_bins: int = 15,
+    intervals: bool = True,
 ) -> dict[str, Any]:
     """Metrics of the test logits before and after temperature scaling.
 
     ``logits`` holds ``val_logits``, ``val_labels``, ``test_logits``, ``test_labels`` and, per
     OOD set ``name``, ``ood_<name>_logits``. T is fitted on the VALIDATION logits only
-    (REFERENCE.md 2.1) and recorded; ``*_ts`` metrics are those of test logits / T."""
+    (docs/protocol.md, "Evaluation") and recorded; ``*_ts`` metrics are those of test logits / T.
+    With ``intervals``, ``<metric>_low``/``<metric>_high`` bound a seeded percentile bootstrap
+    95% interval over test samples of each of :data:`INTERVAL_METRICS` (and their ``_ts``)."""
     t = fit_temperature(logits["val_logits"], logits["val_labels"], temperature_fit, n_bins)
     test, labels = logits["test_logits"].astype(np.float64), logits["test_labels"]
     result: dict[str, Any] = dict(calibration_metrics(test, labels, n_bins))
     result.update({f"{k}_ts": v for k, v in calibration_metrics(test / t, labels, n_bins).items()})
+    if intervals:
+        for suffix, scaled in (("", test), ("_ts", test / t)):
+            for name in INTERVAL_METRICS:
+                low, high = bootstrap_interval(
+                    name, scaled, labels, seed=INTERVAL_SEED, n_bins=n_bins
+                )
+                result[f"{name}{suffix}_low"], result[f"{name}{suffix}_high"] = low, high
     result.update(
         temperature=t,
         temperature_fit=temperature_fit,
         n_bins=n_bins,
-        binning={
-            "ece": "equal-width",
-            "adaece": "equal-mass",
-            "cece": "equal-width",
-            "mce": "equal-width",
-        },
+        binning=BINNING,
         n_test=int(len(labels)),
     )
     for key in sorted(logits):
@@ -43,3 +64,48 @@ def evaluate_logits(
                 for score, value in ood_auroc(test, logits[key], temp).items():
                     result[f"ood_{name}_{score}{suffix}"] = value
     return result
+
+
+Transform = Callable[[np.ndarray], np.ndarray]
+"""Logits (N, K) -> calibrated probabilities (N, K)."""
+PROBABILITY_FLOOR = 1e-12
+"""Calibrated probabilities are clipped here before their log is taken (NLL stays finite when a
+binning calibrator outputs 0 for the true class)."""
+SHIFT_METRICS = ("acc", "ece", "adaece", "nll")
+
+
+def metrics_of_probabilities(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict:
+    """Every metric of :func:`calibration_metrics` for calibrated probabilities, through their
+    log (softmax(log p) = p), with p clipped at :data:`PROBABILITY_FLOOR`."""
+    return calibration_metrics(np.log(np.clip(probs, PROBABILITY_FLOOR, 1.0)), labels, n_bins)
+
+
+def temperature_transforms(temperature: float) -> dict[str, Transform]:
+    """The uncalibrated softmax and the run's temperature scaling, as transforms."""
+    return {
+        "none": softmax,
+        "temperature": lambda z: softmax(np.asarray(z, dtype=np.float64) / temperature),
+    }
+
+
+def shift_rows(
+    shifted: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]],
+    transforms: dict[str, Transform],
+    n_bins: int = 15,
+) -> list[dict[str, Any]]:
+    """One row per (corruption, severity, calibrator) with :data:`SHIFT_METRICS` of the shifted
+    logits after that calibrator (fitted on the clean validation split beforehand, as Ovadia et
+    al., NeurIPS 2019, prescribe)."""
+    rows = []
+    for (corruption, severity), (z, labels) in sorted(shifted.items()):
+        for name, transform in transforms.items():
+            metrics = metrics_of_probabilities(transform(z), labels, n_bins)
+            rows.append(
+                {
+                    "corruption": corruption,
+                    "severity": severity,
+                    "calibrator": name,
+                    **{m: metrics[m] for m in SHIFT_METRICS},
+                }
+            )
+    return rows

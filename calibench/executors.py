@@ -1,76 +1,104 @@
-"""Where runs execute: in this process, in one worker process per device (e.g. per local GPU),
+"""Where runs execute: in this process, in worker processes per device (e.g. per local GPU),
 or as jobs on a SLURM cluster through submitit.
 
-Every executor does the same thing per spec: skip it when the store already holds it complete
-(unless forced), otherwise train it, resuming from its last checkpoint if one exists. Workers
-and jobs share the store; SQLite serialises their writes to the index.
+Every executor does the same per spec (:func:`calibench.runner.run_one`): skip it when the
+store holds it complete, failed or claimed by a live process, otherwise claim and train it,
+resuming from its last checkpoint. Workers and jobs share the store; SQLite serialises their
+claims. Worker processes die with the command that started them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from calibench.config import RunSpec
 from calibench.errors import CalibenchError
-from calibench.progress import RichProgress
+from calibench.runner import Outcome, run_one
 from calibench.store import Store
-
-
-def pending_specs(
-    specs: list[RunSpec], store: Store, force: bool, progress: RichProgress | None = None
-) -> list[RunSpec]:
-    """The specs still to train (all of them with ``force``), reporting the skipped ones."""
-    todo = []
-    for spec in specs:
-        if not force and store.is_complete(spec):
-            if progress:
-                progress.skip(spec)
-            continue
-        todo.append(spec)
-    return todo
+from calibench.train import RunProgress
 
 
 def run_local(
-    specs: list[RunSpec], store: Store, force: bool = False, progress: RichProgress | None = None
-) -> list[dict[str, Any]]:
+    specs: list[RunSpec],
+    store: Store,
+    force: bool = False,
+    progress: RunProgress | None = None,
+    retry_failed: bool = False,
+) -> list[Outcome]:
     """Train ``specs`` one after another in this process."""
-    from calibench.train import train_run
-
-    results = []
-    for spec in pending_specs(specs, store, force, progress):
+    outcomes = []
+    for spec in specs:
         try:
-            results.append(train_run(spec, store, progress, fresh=force))
+            outcomes.append(run_one(spec, store, progress, force, retry_failed))
         except BaseException:
             if progress:
                 progress.abort()
             raise
-    return results
+    return outcomes
 
 
 def _train_in_worker(
-    spec_dict: dict[str, Any], output: str, plugin_dirs: list[str], fresh: bool
-) -> dict:
-    """Entry point of a worker process or cluster job: load plugins, train one spec."""
+    spec_dict: dict[str, Any],
+    output: str,
+    plugin_dirs: list[str],
+    force: bool,
+    retry_failed: bool = False,
+) -> dict[str, Any]:
+    """Entry point of a worker process or cluster job: load plugins, run one spec; returns the
+    outcome as a dict (status, metrics, reason)."""
     from calibench.discovery import discover_plugins
-    from calibench.train import train_run
 
     discover_plugins([Path(p) for p in plugin_dirs])
-    return train_run(RunSpec.from_dict(spec_dict), Store(Path(output)), fresh=fresh)
+    spec = RunSpec.from_dict(spec_dict)
+    outcome = run_one(spec, Store(Path(output)), force=force, retry_failed=retry_failed)
+    return {
+        "run_id": spec.run_id,
+        **outcome.metrics,
+        "status": outcome.status,
+        "reason": outcome.reason,
+    }
 
 
 _worker_device: str = "cpu"
 
 
-def _claim_device(devices: Any) -> None:
+def die_with_parent() -> None:
+    """Make this process end when its parent does: PR_SET_PDEATHSIG on Linux, and a watchdog
+    thread that notices the parent's exit elsewhere."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _start_worker(devices: Any) -> None:
     global _worker_device
+    die_with_parent()
     _worker_device = devices.get()
 
 
-def _train_on_claimed_device(job: tuple[dict[str, Any], str, list[str], bool]) -> dict:
-    spec_dict, output, plugin_dirs, fresh = job
-    return _train_in_worker({**spec_dict, "device": _worker_device}, output, plugin_dirs, fresh)
+def _train_on_worker_device(job: tuple[dict[str, Any], str, list[str], bool, bool]) -> dict:
+    spec_dict, output, plugin_dirs, force, retry_failed = job
+    return _train_in_worker(
+        {**spec_dict, "device": _worker_device}, output, plugin_dirs, force, retry_failed
+    )
 
 
 def visible_gpus() -> list[str]:
@@ -92,30 +120,48 @@ def run_processes(
     devices: list[str],
     plugin_dirs: list[Path],
     force: bool = False,
-    progress: RichProgress | None = None,
-) -> list[dict[str, Any]]:
-    """Train ``specs`` in one worker process per entry of ``devices`` (``cuda:0``, ``cuda:1``...;
-    ``cpu`` entries work too), each worker taking the next pending spec when it is free."""
+    progress: RunProgress | None = None,
+    retry_failed: bool = False,
+    runs_per_device: int = 1,
+) -> list[Outcome]:
+    """Train ``specs`` in ``runs_per_device`` worker processes per entry of ``devices``
+    (``cuda:0``, ``cuda:1``...; ``cpu`` entries work too), each worker taking the next pending
+    spec when it is free. Several runs per device fill a large GPU with small models."""
     from calibench.train import resolve_device
 
     if not devices:
         raise CalibenchError("the processes executor needs at least one device (--devices).")
     for device in devices:
         resolve_device(device)
-    todo = pending_specs(specs, store, force, progress)
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    for device in devices:
-        queue.put(device)
-    jobs = [(s.to_dict(), str(store.root), [str(p) for p in plugin_dirs], force) for s in todo]
-    by_id = {s.run_id: s for s in todo}
-    results = []
-    with ctx.Pool(len(devices), initializer=_claim_device, initargs=(queue,)) as pool:
-        for metrics in pool.imap_unordered(_train_on_claimed_device, jobs):
-            results.append(metrics)
+    slots = ctx.Queue()
+    for device in devices * runs_per_device:
+        slots.put(device)
+    by_id = {s.run_id: s for s in specs}
+    plugins = [str(p) for p in plugin_dirs]
+    jobs = [(s.to_dict(), str(store.root), plugins, force, retry_failed) for s in specs]
+    outcomes = []
+    with ctx.Pool(len(devices) * runs_per_device, _start_worker, (slots,)) as pool:
+        for result in pool.imap_unordered(_train_on_worker_device, jobs):
+            outcome = _outcome(by_id[result["run_id"]], result)
+            outcomes.append(outcome)
             if progress:
-                progress.finish(by_id[metrics["run_id"]], metrics, metrics["train_seconds"])
-    return results
+                _report(progress, outcome)
+    return outcomes
+
+
+def _outcome(spec: RunSpec, result: dict[str, Any]) -> Outcome:
+    status, reason = result.pop("status"), result.pop("reason")
+    return Outcome(spec, status, result if status == "complete" else {}, reason)
+
+
+def _report(progress: RunProgress, outcome: Outcome) -> None:
+    if outcome.status == "complete":
+        progress.finish(outcome.spec, outcome.metrics, outcome.metrics["train_seconds"])
+    elif outcome.status == "failed":
+        progress.fail(outcome.spec, outcome.reason)
+    else:
+        progress.skip(outcome.spec, outcome.reason)
 
 
 def run_slurm(
@@ -125,6 +171,7 @@ def run_slurm(
     slurm: dict[str, Any],
     force: bool = False,
     wait: bool = True,
+    retry_failed: bool = False,
 ) -> list[Any]:
     """Submit one SLURM job per pending spec with submitit (``pip install calibench[slurm]``).
 
@@ -145,9 +192,11 @@ def run_slurm(
         executor.update_parameters(**params)
     except (NameError, TypeError, ValueError) as exc:
         raise CalibenchError(f"bad [slurm] settings in benchmark.toml: {exc}") from None
+    wanted = {"pending", "interrupted"} | ({"failed"} if retry_failed else set())
+    todo = [s for s in specs if force or store.status(s) in wanted]
     jobs = []
     with executor.batch():
-        for spec in pending_specs(specs, store, force):
+        for spec in todo:
             jobs.append(
                 executor.submit(
                     _train_in_worker,
@@ -155,6 +204,9 @@ def run_slurm(
                     str(store.root),
                     [str(p) for p in plugin_dirs],
                     force,
+                    retry_failed,
                 )
             )
-    return [job.result() for job in jobs] if wait else jobs
+    if not wait:
+        return jobs
+    return [_outcome(spec, job.result()) for spec, job in zip(todo, jobs, strict=True)]

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from calibench.bench import CachedLogits
-from calibench.method import get_method
+from calibench.method import TrainingSetup, get_method, training_loss
 
 
 def images_per_input(method: str, batch_size: int = 8, num_classes: int = 10) -> float:
@@ -28,7 +28,9 @@ def images_per_input(method: str, batch_size: int = 8, num_classes: int = 10) ->
     stub = CachedLogits(16 * batch_size, num_classes, torch.device("cpu"))
     x = torch.randn(batch_size, 1, 4, 4)
     y = torch.arange(batch_size) % num_classes
-    get_method(method).loss(stub, x, y)
+    m = get_method(method)
+    m.setup(TrainingSetup(batch_size, num_classes))
+    training_loss(m, stub, x, y, torch.arange(batch_size))
     return stub.samples / batch_size
 
 

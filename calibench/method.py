@@ -2,13 +2,29 @@
 
 A method owns what differs between calibration methods (the batch transform and the loss,
 including extra forward passes); the model, optimiser, data and evaluation are the trainer's and
-identical for every method. See DESIGN.md, "The method plugin contract".
+identical for every method (docs/protocol.md, "The method contract").
+
+Stateful methods (a per-sample history, a per-class decision at each epoch end) use optional
+pieces of the same contract; a method that ignores them is trained exactly as before:
+
+- ``uses_indices = True`` (a plain class attribute): the trainer calls
+  ``loss(model, x, y, indices)``, where ``indices`` are the batch's positions in the training
+  split (0 .. num_train - 1), on the batch's device.
+- ``setup(info)``: called once before training (before a resumed run's state is restored) with
+  a :class:`TrainingSetup` (training-set size, number of classes).
+- ``on_epoch_end(epoch, val_logits, val_labels)``: called after each epoch's validation pass with
+  that pass's logits.
+- ``state_dict()`` / ``load_state_dict(state)``: the method's state, saved in every checkpoint and
+  restored on resume. It must hold only tensors, numbers, strings, lists and dicts, so that it
+  loads with ``torch.load(weights_only=True)``.
+
+The order per run: ``setup`` -> (resume: ``load_state_dict``) -> per epoch: ``loss`` for every
+batch, validation, ``on_epoch_end``, checkpoint (``state_dict``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,6 +34,7 @@ from torch import nn
 
 from calibench.errors import CalibenchError
 from calibench.registry import METHODS
+from calibench.settings import build_settings, field_types
 
 
 @dataclass
@@ -37,15 +54,32 @@ class Mix:
     perm: torch.Tensor
 
 
+@dataclass(frozen=True)
+class TrainingSetup:
+    """What the trainer tells a method before training. More fields may be added later; a method
+    reads the ones it needs."""
+
+    num_train: int
+    """Size of the training split: the indices a method receives lie in ``range(num_train)``."""
+    num_classes: int
+
+
 class Method:
     """Base class of every training method. Subclasses are dataclasses whose fields are the
     hyperparameters; they override :meth:`loss` and, for constraints, :meth:`validate`.
 
     Randomness (mixing coefficients, permutations) must come from :attr:`rng`, which the trainer
     seeds from the run seed, so runs are reproducible and resumable.
+
+    State across steps or epochs (not hyperparameters) belongs in plain attributes set in
+    :meth:`setup`, never in annotated class attributes (those would become dataclass fields, and
+    so hyperparameters), and is checkpointed through :meth:`state_dict`.
     """
 
     name: ClassVar[str] = ""
+    uses_indices: ClassVar[bool] = False
+    """True: the trainer calls ``loss(model, x, y, indices)`` with the batch's training-split
+    positions."""
     _rng: np.random.Generator | None = None
 
     def __post_init__(self) -> None:
@@ -55,7 +89,28 @@ class Method:
         """Raise :class:`CalibenchError` (through :meth:`require`) for invalid hyperparameters."""
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:
+        """The training objective of one batch. A method with ``uses_indices = True`` defines
+        ``loss(self, model, x, y, indices)`` instead."""
         raise NotImplementedError
+
+    def setup(self, info: TrainingSetup) -> None:
+        """Prepare per-run state (called once by the trainer before training; default: none)."""
+
+    def on_epoch_end(self, epoch: int, val_logits: np.ndarray, val_labels: np.ndarray) -> None:
+        """React to the end of ``epoch`` (1-based), given the eval-mode validation logits
+        (N, K) float32 and labels (N,) int64 of that epoch (default: nothing)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The method's state for the checkpoint (default: none)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output (default: accepts only an empty state)."""
+        self.require(
+            not state,
+            f"the checkpoint holds method state ({', '.join(map(str, state))}) but this method "
+            "keeps none. Retrain the run from scratch (calibench run --force).",
+        )
 
     def require(self, condition: bool, message: str) -> None:
         """Fail with ``method <name>: <message>`` unless ``condition`` holds."""
@@ -98,6 +153,20 @@ class Method:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
 
+def training_loss(
+    method: Method,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    indices: torch.Tensor,
+) -> Loss:
+    """The trainer's call: ``loss(model, x, y, indices)`` for a method with ``uses_indices``,
+    else ``loss(model, x, y)``."""
+    if method.uses_indices:
+        return method.loss(model, x, y, indices)  # type: ignore[call-arg]
+    return method.loss(model, x, y)
+
+
 def register_method(name: str):
     """Class decorator: make ``cls`` a dataclass (if it is not one yet) and register it as
     ``name``. Usage::
@@ -121,41 +190,12 @@ def register_method(name: str):
 
 def method_fields(name: str) -> dict[str, tuple[type, Any]]:
     """Hyperparameter name -> (type, default) of registered method ``name``."""
-    cls = METHODS.get(name)
-    hints = typing.get_type_hints(cls)
-    return {f.name: (hints[f.name], f.default) for f in dataclasses.fields(cls)}
-
-
-def _coerce(method: str, key: str, kind: Any, value: Any) -> Any:
-    if typing.get_origin(kind) is typing.Literal:
-        choices = typing.get_args(kind)
-        if value not in choices:
-            raise CalibenchError(
-                f"method {method}: {key} must be one of {', '.join(map(repr, choices))}, "
-                f"got {value!r}."
-            )
-        return value
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise CalibenchError(
-            f"method {method}: {key} must be {getattr(kind, '__name__', kind)}, got {value!r}."
-        )
-    return value
+    return field_types(METHODS.get(name))
 
 
 def get_method(name: str, **hyperparameters: Any) -> Method:
     """Instantiate registered method ``name`` with validated, type-checked hyperparameters."""
-    cls = METHODS.get(name)
-    fields = method_fields(name)
-    unknown = sorted(set(hyperparameters) - set(fields))
-    if unknown:
-        valid = ", ".join(fields) or "(none)"
-        raise CalibenchError(
-            f"method {name} has no hyperparameter {', '.join(unknown)}. Valid: {valid}."
-        )
-    kwargs = {k: _coerce(name, k, fields[k][0], v) for k, v in hyperparameters.items()}
-    return cls(**kwargs)
+    return build_settings(METHODS.get(name), hyperparameters, f"method {name}", "hyperparameter")
 
 
 def list_methods(pattern: str | None = None) -> list[str]:

@@ -14,8 +14,9 @@
   runs the raw batch as one forward pass and all mixed copies as a second one over their
   concatenation (its ``forward_multimixup``; one copy for MRL, three for M-NDCG), and mixup as a
   single pass over the mixed batch: calibench's methods make exactly these passes, so the step
-  calls the method's own ``loss``.
+  calls the method's own ``loss`` (through :func:`calibench.method.training_loss`).
 
+Added: each sample carries its position in the split, for methods that keep per-sample state.
 What it does not mirror: the official trainer's per-step bookkeeping (softmax of the outputs, a
 copy of predictions and logits to the host and the loss meters, each a device synchronisation),
 its hydra/wandb set-up, and worker start-up at every epoch (the bench keeps workers alive
@@ -35,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from calibench.data.base import DatasetSpec, Split
-from calibench.method import Method
+from calibench.method import Method, training_loss
 
 
 def default_num_workers() -> int:
@@ -57,7 +58,9 @@ def reference_transform(spec: DatasetSpec, train: bool = True) -> transforms.Com
 
 class PILImageDataset(Dataset):
     """A torchvision-style dataset: uint8 images held as (N, H, W[, C]) numpy arrays, each
-    sample decoded to a PIL image ("L" for one channel, "RGB" for three) and transformed."""
+    sample decoded to a PIL image ("L" for one channel, "RGB" for three) and transformed.
+    A sample is (image, label, its position), the position for methods that keep per-sample
+    state."""
 
     def __init__(self, split: Split, transform: transforms.Compose) -> None:
         images = split.images.numpy()
@@ -69,9 +72,9 @@ class PILImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         image = Image.fromarray(self.images[index])
-        return self.transform(image), int(self.labels[index])
+        return self.transform(image), int(self.labels[index]), index
 
 
 def reference_loader(
@@ -104,14 +107,15 @@ def reference_train_step(
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
+    indices: torch.Tensor,
     device: torch.device,
     grad_clip: float,
 ) -> torch.Tensor:
     """One float32 step as the official trainer takes it: copy the batch to ``device``, the
     method's loss, ``zero_grad``, ``backward``, clip to global norm ``grad_clip`` (0: off),
     ``step``. Returns the loss."""
-    x, y = x.to(device), y.to(device)
-    total = method.loss(model, x, y).total
+    x, y, indices = x.to(device), y.to(device), indices.to(device)
+    total = training_loss(method, model, x, y, indices).total
     optimizer.zero_grad()
     total.backward()
     if grad_clip > 0:

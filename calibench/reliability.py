@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -14,9 +15,9 @@ import numpy as np  # noqa: E402
 from calibench.metrics import BinStats  # noqa: E402
 
 
-def reliability_diagram(bins: BinStats, title: str, path: Path) -> None:
+def reliability_figure(bins: BinStats, title: str) -> plt.Figure:
     """Accuracy per confidence bin with its gap to the diagonal, and the confidence histogram
-    beneath; the ECE of ``bins`` is in the title. Saved as a PNG at ``path``."""
+    (fraction of samples per bin) beneath; the ECE of ``bins`` is in the title."""
     lo, hi = bins.edges[:-1], bins.edges[1:]
     width, centre = hi - lo, (lo + hi) / 2
     filled = bins.counts > 0
@@ -52,7 +53,8 @@ def reliability_diagram(bins: BinStats, title: str, path: Path) -> None:
     top.plot([0, 1], [0, 1], "--", color="grey", linewidth=1)
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")
-    top.set_title(f"{title}\nECE {100 * bins.expected_error():.2f}%", fontsize=9)
+    heading = "\n".join(textwrap.wrap(title, 52))
+    top.set_title(f"{heading}\nECE {100 * bins.expected_error():.2f}%", fontsize=9)
     top.legend(loc="upper left", fontsize=7)
     bottom.bar(
         lo,
@@ -67,6 +69,16 @@ def reliability_diagram(bins: BinStats, title: str, path: Path) -> None:
     bottom.set_xlabel("confidence")
     bottom.set_ylabel("fraction")
     fig.tight_layout()
+    return fig
+
+
+def reliability_diagram(
+    bins: BinStats, title: str, path: Path, formats: tuple[str, ...] = ("png", "pdf")
+) -> None:
+    """Draw :func:`reliability_figure` and save it at ``path`` in each of ``formats`` (the
+    suffix of ``path`` is replaced by each format's)."""
+    fig = reliability_figure(bins, title)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    for fmt in formats:
+        fig.savefig(path.with_suffix(f".{fmt}"), dpi=110)
     plt.close(fig)

@@ -19,55 +19,34 @@ from rich.table import Table
 
 from calibench.config import RunSpec
 from calibench.errors import CalibenchError
-from calibench.evaluation import evaluate_logits
-from calibench.metrics import calibration_bins, equal_width_edges, softmax, top_label
+from calibench.evaluation import evaluate_logits, temperature_transforms
+from calibench.latex import latex_report
+from calibench.metrics import (
+    METRIC_INFO,
+    METRIC_NAMES,
+    calibration_bins,
+    equal_width_edges,
+    softmax,
+    top_label,
+)
+from calibench.published import compare_published, comparison_markdown
 from calibench.reliability import reliability_diagram
+from calibench.shift_report import severity_markdown, severity_summary, shift_box_plots, shift_table
+from calibench.stats import compare_methods, is_lower_better, mark_best
 from calibench.store import Store, write_text
+from calibench.tables import Marks
 
 KEYS = ["method", "dataset", "backbone", "seed", "epochs"]
-METRICS = [
-    "acc",
-    "nll",
-    "brier",
-    "ece",
-    "adaece",
-    "cece",
-    "mce",
-    "temperature",
-    "acc_ts",
-    "nll_ts",
-    "brier_ts",
-    "ece_ts",
-    "adaece_ts",
-    "cece_ts",
-    "mce_ts",
-]
+METRICS = [*METRIC_NAMES, "temperature", *(f"{m}_ts" for m in METRIC_NAMES)]
 PERCENT = {
-    "acc",
-    "ece",
-    "adaece",
-    "cece",
-    "mce",
-    "acc_ts",
-    "ece_ts",
-    "adaece_ts",
-    "cece_ts",
-    "mce_ts",
+    m
+    for m in METRICS
+    if m != "temperature" and METRIC_INFO[m.removesuffix("_ts")].unit == "percent"
 }
-SUMMARY = [
-    "acc",
-    "nll",
-    "ece",
-    "adaece",
-    "cece",
-    "temperature",
-    "acc_ts",
-    "nll_ts",
-    "ece_ts",
-    "adaece_ts",
-    "cece_ts",
-]
-FORMATS = ("md", "csv", "tex")
+SUMMARY_BASE = ("acc", "nll", "ece", "adaece", "cece", "smece")
+SUMMARY = [*SUMMARY_BASE, "temperature", *(f"{m}_ts" for m in SUMMARY_BASE)]
+FORMATS = ("md", "csv", "tex", "html")
+COMPARE = ("published",)
 
 
 def load_run(run: dict[str, Any]) -> tuple[RunSpec, dict[str, np.ndarray]]:
@@ -144,13 +123,46 @@ def _cell(row: pd.Series, column: str) -> str:
     return mean if std is None or pd.isna(std) else f"{mean} ± {_fmt(std, column)}"
 
 
-def summary_cells(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Header and string rows of the summary table (ECE-like values and accuracy in percent)."""
-    metrics = [
+def summary_metrics(summary: pd.DataFrame) -> list[str]:
+    """The metric columns of a summary table, in display order."""
+    return [
         c
         for c in summary.columns
-        if (c in SUMMARY or c.startswith("ood_")) and not c.endswith("_std")
+        if (c in SUMMARY or c.startswith("ood_")) and not c.endswith(("_std", "_low", "_high"))
     ]
+
+
+def best_marks(table: pd.DataFrame, summary: pd.DataFrame) -> Marks:
+    """Per metric column of the summary: "best" where that configuration beats every other of
+    its dataset/backbone by more than the seed noise, "tied" on the set tied for best, else ""
+    (paired comparisons over seeds, docs/statistics.md). Temperature gets no mark."""
+    labels = dict(zip(summary["config_id"], summary["method"], strict=True))
+    runs = table.assign(label=table["config_id"].map(labels))
+    marks: Marks = {}
+    for column in summary_metrics(summary):
+        marks[column] = pd.Series("", index=summary.index, dtype=object)
+        if column == "temperature" or column not in runs:
+            continue
+        lower = is_lower_better(column)
+        for (dataset, backbone), group in summary.groupby(["dataset", "backbone"]):
+            members = runs[(runs["dataset"] == dataset) & (runs["backbone"] == backbone)]
+            comparisons = compare_methods(members, column, lower, method_column="label")
+            marks[column][group.index] = mark_best(group, column, lower, comparisons)
+    return marks
+
+
+def summary_cells(
+    summary: pd.DataFrame, marks: Marks | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Header and string rows of the summary table (ECE-like values and accuracy in percent);
+    a "best" mark makes a cell bold, a "tied" mark appends "≈" (markdown)."""
+    metrics = summary_metrics(summary)
+
+    def cell(index: object, row: pd.Series, metric: str) -> str:
+        text = _cell(row, metric)
+        mark = "" if marks is None or metric not in marks else marks[metric][index]
+        return f"**{text}**" if mark == "best" else f"{text} ≈" if mark == "tied" else text
+
     header = ["dataset", "backbone", "method", "epochs", "seeds", *metrics]
     rows = [
         [
@@ -159,9 +171,9 @@ def summary_cells(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             str(r.method),
             str(r.epochs),
             str(r.seeds),
-            *[_cell(r, m) for m in metrics],
+            *[cell(i, r, m) for m in metrics],
         ]
-        for _, r in summary.iterrows()
+        for i, r in summary.iterrows()
     ]
     return header, rows
 
@@ -170,27 +182,6 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
-
-
-def latex_table(header: list[str], rows: list[list[str]]) -> str:
-    def esc(s: str) -> str:
-        return s.replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%")
-
-    body = [" & ".join(esc(c) for c in r) + r" \\" for r in rows]
-    return (
-        "\n".join(
-            [
-                r"\begin{tabular}{" + "l" * 3 + "r" * (len(header) - 3) + "}",
-                r"\toprule",
-                " & ".join(esc(h) for h in header) + r" \\",
-                r"\midrule",
-                *body,
-                r"\bottomrule",
-                r"\end{tabular}",
-            ]
-        )
-        + "\n"
-    )
 
 
 def per_run_markdown(table: pd.DataFrame) -> str:
@@ -253,21 +244,69 @@ def print_summary(header: list[str], rows: list[list[str]], console: Console) ->
         console.print(table)
 
 
+def write_shift_report(
+    store: Store,
+    runs: list[tuple[str, RunSpec, dict]],
+    table: pd.DataFrame,
+    folder: Path,
+    formats: tuple[str, ...],
+) -> pd.DataFrame:
+    """shift.csv, shift.md and box plots when runs hold shift logits (calibench evaluate)."""
+    temperatures = dict(zip(table["run_id"], table["temperature"], strict=True))
+    shift = shift_table(
+        [
+            (spec, store.run_dir(spec), temperature_transforms(temperatures[spec.run_id]))
+            for _, spec, _ in runs
+        ]
+    )
+    if shift.empty:
+        return shift
+    if "csv" in formats:
+        write_text(folder / "shift.csv", shift.to_csv(index=False))
+    summary = severity_summary(shift)
+    if "md" in formats:
+        write_text(
+            folder / "shift.md",
+            "# Dataset shift\n\nPer severity, the mean over corruptions (then mean ± std over "
+            "seeds); accuracy and calibration errors in percent, NLL plain. Every calibrator is "
+            "fitted on the clean validation split.\n\n" + severity_markdown(summary),
+        )
+    shift_box_plots(shift, folder / "shift")
+    return shift
+
+
+def bins_caption(table: pd.DataFrame) -> str:
+    """The bin counts of the runs in ``table``, for captions (e.g. "15 bins")."""
+    counts = sorted({int(n) for n in table["n_bins"]})
+    return " or ".join(map(str, counts)) + (" bin" if counts == [1] else " bins")
+
+
 def build_report(
-    store: Store, formats: tuple[str, ...] = ("md", "csv"), console: Console | None = None
+    store: Store,
+    formats: tuple[str, ...] = ("md", "csv", "html"),
+    console: Console | None = None,
+    compare: tuple[str, ...] = (),
+    mixing_samples: int = 1000,
 ) -> Path:
     """Write ``<output>/report/``: results.csv (fractions), results.md (percent), results.tex
-    when asked, and reliability diagrams; print the summary table. Returns the folder."""
+    and index.html when asked, and reliability diagrams; print the summary table. ``compare``
+    ("published") adds the published numbers beside the measured ones (docs/report.md).
+    Returns the folder."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise CalibenchError(
             f"unknown report format {', '.join(bad)}. Valid: {', '.join(FORMATS)}."
         )
+    bad = [c for c in compare if c not in COMPARE]
+    if bad:
+        raise CalibenchError(f"unknown --compare {', '.join(bad)}. Valid: {', '.join(COMPARE)}.")
     table, runs = collect(store)
     summary = summarise(table)
     folder = store.root / "report"
     folder.mkdir(parents=True, exist_ok=True)
-    header, rows = summary_cells(summary)
+    marks = best_marks(table, summary)
+    header, rows = summary_cells(summary, marks)
+    comparison = compare_published(summary, table) if "published" in compare else None
     if "csv" in formats:
         write_text(folder / "results.csv", table.to_csv(index=False))
         write_text(folder / "summary.csv", summary.to_csv(index=False))
@@ -275,17 +314,25 @@ def build_report(
         write_text(
             folder / "results.md",
             (
-                "# calibench results\n\nAccuracy and ECE-like metrics in percent (15 bins); "
-                "`_ts` after temperature scaling fitted on the validation set; mean ± std over "
-                "seeds.\n\n"
+                "# calibench results\n\nAccuracy and calibration errors in percent "
+                f"({bins_caption(table)}); `_ts` after temperature scaling fitted on the "
+                "validation set; mean ± std over seeds. **Bold**: better than every other "
+                "method by more than the seed noise (paired t-interval over seeds excludes 0); "
+                "≈: tied for best (docs/statistics.md).\n\n"
                 + markdown_table(header, rows)
                 + "\n## Every run\n\n"
                 + per_run_markdown(table)
+                + ("" if comparison is None else "\n" + comparison_markdown(comparison))
             ),
         )
     if "tex" in formats:
-        write_text(folder / "results.tex", latex_table(header, rows))
+        write_text(folder / "results.tex", latex_report(summary, marks))
     draw_diagrams(runs, table, folder / "diagrams")
+    write_shift_report(store, runs, table, folder, formats)
+    if "html" in formats:
+        from calibench.html_report import write_html_report
+
+        write_html_report(store, folder, summary, table, runs, marks, comparison, mixing_samples)
     print_summary(header, rows, console or Console())
     (console or Console()).print(f"report written to {folder}")
     return folder

@@ -1,22 +1,32 @@
 """Where results live: one folder per run plus a SQLite index ``<output>/calibench.db``.
 
-A run folder holds ``config.json`` (the resolved run spec), ``split.npz`` (train/val indices),
-``log.csv`` (one row per epoch), ``last.pt`` (resume checkpoint), ``best.pt`` (the weights of
-the best-validation epoch), ``logits.npz`` (validation, test and OOD logits with labels) and,
-last of all, ``metrics.json``. Every file is written to a temporary name in the same folder and
-renamed into place, so an interruption never leaves a half-written file; a run counts as
-complete only once ``metrics.json`` exists and the index says so.
+A run folder holds ``config.json`` (the resolved run spec), ``state.json`` (status, owner,
+error), ``split.npz`` (train/val indices), ``log.csv`` (one row per epoch), ``last.pt`` and
+``last.prev.pt`` (the two newest resume checkpoints), ``best.pt`` (the weights of the
+best-validation epoch), ``logits.npz`` (validation, test and OOD logits with labels) and, last
+of all, ``metrics.json``. Every file is written to a temporary name in the same folder and
+renamed into place, so an interruption never leaves a half-written file.
+
+The run folders are the truth; the index is a cache of them that :meth:`Store.rebuild_index`
+recreates from the folders alone. A run is ``pending`` (no row), ``running`` (claimed by a live
+process, which renews its lease while it trains), ``complete`` (``metrics.json`` written),
+``failed`` (an error or a non-finite loss; the reason is stored) or ``interrupted`` (stopped,
+or its owner died; it resumes from its checkpoint).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
+import socket
 import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +40,30 @@ UMASK = os.umask(0)
 os.umask(UMASK)
 DB_NAME = "calibench.db"
 RUNS_DIR = "runs"
+STATUSES = ("running", "complete", "failed", "interrupted")
+LEASE_SECONDS = 300.0
+"""A lease whose owner runs on another host is stale once its heartbeat is this old."""
+ATTEMPT_SUFFIX = ".attempt"
+OLD_SUFFIX = ".old"
 
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
-    run_id   TEXT PRIMARY KEY,
-    method   TEXT NOT NULL,
-    dataset  TEXT NOT NULL,
-    backbone TEXT NOT NULL,
-    seed     INTEGER NOT NULL,
-    epochs   INTEGER NOT NULL,
-    status   TEXT NOT NULL CHECK (status IN ('running', 'complete')),
-    path     TEXT NOT NULL,
-    config   TEXT NOT NULL,
-    metrics  TEXT,
-    started  REAL NOT NULL,
-    finished REAL
+    run_id    TEXT PRIMARY KEY,
+    method    TEXT NOT NULL,
+    dataset   TEXT NOT NULL,
+    backbone  TEXT NOT NULL,
+    seed      INTEGER NOT NULL,
+    epochs    INTEGER NOT NULL,
+    status    TEXT NOT NULL CHECK (status IN ({", ".join(f"'{s}'" for s in STATUSES)})),
+    path      TEXT NOT NULL,
+    config    TEXT NOT NULL,
+    metrics   TEXT,
+    started   REAL NOT NULL,
+    finished  REAL,
+    owner     TEXT,
+    heartbeat REAL,
+    error     TEXT,
+    epoch     INTEGER
 )
 """
 
@@ -64,9 +83,27 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
             os.unlink(tmp)
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None, so that the JSON is strict (no
+    ``NaN``/``Infinity`` tokens, which strict parsers reject)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def non_finite_keys(metrics: dict[str, Any]) -> list[str]:
+    """The keys of ``metrics`` whose value is a non-finite float."""
+    return sorted(k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    _atomic(path, lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str)))
+    """Write ``obj`` as strict, indented JSON, atomically."""
+    text = json.dumps(strict_json(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
+    _atomic(path, lambda p: p.write_text(text))
 
 
 def write_text(path: Path, text: str) -> None:
@@ -89,8 +126,51 @@ def save_torch(path: Path, obj: Any) -> None:
     _atomic(path, lambda p: torch.save(obj, p))
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing or damaged."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def owner_id() -> str:
+    """``host:pid`` of this process: the owner recorded in a lease."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(owner: str | None, heartbeat: float | None) -> bool:
+    """Whether the process holding a lease still lives: checked directly on this host, and by
+    the age of the lease's heartbeat for a process on another host."""
+    if not owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return heartbeat is not None and time.time() - heartbeat < LEASE_SECONDS
+
+
+@dataclass
+class Claim:
+    """The right to train one run: where to write (the run folder, or a fresh attempt folder
+    when a complete result is retrained) and whether to start from scratch."""
+
+    spec: RunSpec
+    dir: Path
+    fresh: bool
+    attempt: bool
+
+
 class Store:
-    """The results folder: run folders under ``runs/`` and the index ``calibench.db``."""
+    """The results folder: run folders under ``runs/`` and the index ``calibench.db``.
+
+    Nothing is created on disk until a run is claimed, so a rejected command leaves no trace."""
 
     def __init__(self, output: Path) -> None:
         self.root = Path(output)
@@ -99,18 +179,19 @@ class Store:
             raise CalibenchError(f"--output {self.root} is a file; give a folder for the results.")
 
     @contextmanager
-    def _db(self, create: bool = True) -> Iterator[sqlite3.Connection]:
-        if not create and not self.db_path.exists():
-            raise CalibenchError(
-                f"no results in {self.root}: {DB_NAME} does not exist. Run `calibench run` first "
-                "or point --output at a results folder."
-            )
+    def _db(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
         self.root.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.db_path, timeout=60)
+        conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
         try:
             conn.execute(SCHEMA)
-            with conn:
+            _migrate(conn)
+            conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            try:
                 yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc):
                 raise CalibenchError(f"{self.db_path}: {exc}") from None
@@ -120,7 +201,8 @@ class Store:
             ) from None
         except sqlite3.DatabaseError as exc:
             raise CalibenchError(
-                f"{self.db_path} is not a usable calibench database: {exc}"
+                f"{self.db_path} is not a usable calibench database ({exc}). Move it away; "
+                "`calibench status` rebuilds the index from the run folders."
             ) from None
         finally:
             conn.close()
@@ -135,24 +217,48 @@ class Store:
             / (f"seed{spec.seed}-{spec.run_id}")
         )
 
-    def is_complete(self, spec: RunSpec) -> bool:
+    def _row(self, spec: RunSpec) -> dict[str, Any] | None:
+        if not self.db_path.exists():
+            return None
         with self._db() as conn:
-            row = conn.execute(
-                "SELECT status FROM runs WHERE run_id = ?", (spec.run_id,)
-            ).fetchone()
-        return bool(row and row[0] == "complete" and (self.run_dir(spec) / "metrics.json").exists())
+            conn.row_factory = sqlite3.Row
+            row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (spec.run_id,)).fetchone()
+        return dict(row) if row else None
 
-    def begin(self, spec: RunSpec) -> Path:
-        """Create (or reopen, to resume) the run folder and index it as running; a complete run
-        that is being retrained (``--force``) keeps its stored result until :meth:`finish`."""
+    def status(self, spec: RunSpec) -> str:
+        """``pending``, ``running`` (by a live process), ``complete``, ``failed`` or
+        ``interrupted`` (including a ``running`` row whose owner has died)."""
+        return _effective_status(self._row(spec), self.run_dir(spec))
+
+    def is_complete(self, spec: RunSpec) -> bool:
+        return self.status(spec) == "complete"
+
+    def claim(self, spec: RunSpec, force: bool = False, retry_failed: bool = False) -> Claim | str:
+        """Atomically take the lease of ``spec`` for this process, or say why not (the string:
+        ``complete``, ``failed`` or ``running``). ``force`` retrains a complete run into a fresh
+        attempt folder (the old result stays until the new one completes) and a failed one
+        from scratch; ``retry_failed`` resumes a failed run."""
         path = self.run_dir(spec)
-        path.mkdir(parents=True, exist_ok=True)
-        write_json(path / "config.json", spec.to_dict())
-        with self._db() as conn:
+        _recover_swap(path)
+        with self._db(immediate=True) as conn:
+            conn.row_factory = sqlite3.Row
+            found = conn.execute("SELECT * FROM runs WHERE run_id = ?", (spec.run_id,)).fetchone()
+            row = dict(found) if found else None
+            status = _effective_status(row, path)
+            if row and row["owner"] not in (None, owner_id()):
+                if owner_alive(row["owner"], row["heartbeat"]):
+                    return "running"
+            if status in ("complete", "failed") and not force:
+                if status == "complete" or not retry_failed:
+                    return status
+            attempt = force and status == "complete"
+            now = time.time()
             conn.execute(
                 "INSERT INTO runs (run_id, method, dataset, backbone, seed, epochs, status, path, "
-                "config, started) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?) "
-                "ON CONFLICT(run_id) DO NOTHING",
+                "config, started, owner, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(run_id) DO UPDATE SET owner = excluded.owner, "
+                "heartbeat = excluded.heartbeat, error = NULL, "
+                "status = CASE WHEN runs.status = 'complete' THEN 'complete' ELSE 'running' END",
                 (
                     spec.run_id,
                     spec.method,
@@ -160,33 +266,191 @@ class Store:
                     spec.backbone,
                     spec.seed,
                     spec.training.epochs,
+                    "running" if status != "complete" else "complete",
                     str(path.relative_to(self.root)),
                     json.dumps(spec.to_dict(), sort_keys=True),
-                    time.time(),
+                    now,
+                    owner_id(),
+                    now,
                 ),
+            )
+        target = path.with_name(path.name + ATTEMPT_SUFFIX) if attempt else path
+        if attempt:
+            shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True, exist_ok=True)
+        write_json(target / "config.json", spec.to_dict())
+        self._write_state(target, "running")
+        return Claim(spec, target, fresh=force, attempt=attempt)
+
+    def renew(self, claim: Claim, epoch: int | None = None) -> None:
+        """Renew the lease of ``claim`` (and record the last finished epoch)."""
+        with self._db() as conn:
+            conn.execute(
+                "UPDATE runs SET heartbeat = ?, epoch = COALESCE(?, epoch) "
+                "WHERE run_id = ? AND owner = ?",
+                (time.time(), epoch, claim.spec.run_id, owner_id()),
+            )
+
+    def finish(self, claim: Claim, metrics: dict[str, Any]) -> Path:
+        """Write ``metrics.json``, swap a retrained attempt into place, mark the run complete
+        and release its lease. Returns the run folder."""
+        bad = non_finite_keys(metrics)
+        if bad:
+            metrics = {**metrics, "non_finite": bad}
+        write_json(claim.dir / "metrics.json", metrics)
+        self._write_state(claim.dir, "complete")
+        path = self.run_dir(claim.spec)
+        if claim.attempt:
+            old = path.with_name(path.name + OLD_SUFFIX)
+            os.replace(path, old)
+            os.replace(claim.dir, path)
+            shutil.rmtree(old, ignore_errors=True)
+        with self._db() as conn:
+            conn.execute(
+                "UPDATE runs SET status = 'complete', metrics = ?, finished = ?, owner = NULL, "
+                "error = NULL WHERE run_id = ?",
+                (json.dumps(strict_json(metrics), sort_keys=True), time.time(), claim.spec.run_id),
             )
         return path
 
-    def finish(self, spec: RunSpec, metrics: dict[str, Any]) -> None:
-        """Write ``metrics.json`` and mark the run complete."""
-        write_json(self.run_dir(spec) / "metrics.json", metrics)
+    def fail(self, claim: Claim, reason: str, epoch: int | None) -> None:
+        """Mark a run failed with the reason and the epoch it failed in; release its lease. A
+        failed retrain of a complete run leaves the complete result as it was."""
+        self._write_state(claim.dir, "failed", error=reason, epoch=epoch)
+        self._release(claim, "failed", f"epoch {epoch}: {reason}" if epoch else reason)
+
+    def interrupt(self, claim: Claim) -> None:
+        """Mark a run interrupted (it resumes from its checkpoint) and release its lease."""
+        self._write_state(claim.dir, "interrupted")
+        self._release(claim, "interrupted", None)
+
+    def _release(self, claim: Claim, status: str, error: str | None) -> None:
         with self._db() as conn:
             conn.execute(
-                "UPDATE runs SET status = 'complete', metrics = ?, finished = ? WHERE run_id = ?",
-                (json.dumps(metrics, sort_keys=True), time.time(), spec.run_id),
+                "UPDATE runs SET status = CASE WHEN status = 'complete' THEN 'complete' ELSE ? "
+                "END, error = ?, owner = NULL WHERE run_id = ? AND owner = ?",
+                (status, error, claim.spec.run_id, owner_id()),
             )
 
-    def reset(self, spec: RunSpec) -> None:
-        """Drop a run's resume checkpoint so it trains from scratch (``--force``); its old
-        results stay until the new run overwrites them."""
-        (self.run_dir(spec) / "last.pt").unlink(missing_ok=True)
+    def _write_state(self, path: Path, status: str, **extra: Any) -> None:
+        state = {"status": status, "owner": owner_id(), "updated": time.time(), **extra}
+        write_json(path / "state.json", state)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Index rows of every run with its effective status and ``dir`` the run folder's
+        absolute path; the index is rebuilt from the run folders when it is missing."""
+        if not self.db_path.exists():
+            if not (self.root / RUNS_DIR).is_dir():
+                raise CalibenchError(
+                    f"no results in {self.root}: neither {DB_NAME} nor {RUNS_DIR}/ exists. Run "
+                    "`calibench run` first or point --output at a results folder."
+                )
+            self.rebuild_index()
+        with self._db() as conn:
+            conn.row_factory = sqlite3.Row
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    "SELECT * FROM runs ORDER BY dataset, backbone, method, seed"
+                ).fetchall()
+            ]
+        for row in rows:
+            row["dir"] = self.root / row["path"]
+            row["status"] = _effective_status(row, row["dir"])
+        return rows
 
     def complete_runs(self) -> list[dict[str, Any]]:
-        """Index rows of every complete run, with ``dir`` the run folder's absolute path."""
-        with self._db(create=False) as conn:
-            conn.row_factory = sqlite3.Row
-            rows = conn.execute(
-                "SELECT * FROM runs WHERE status = 'complete' "
-                "ORDER BY dataset, backbone, method, seed"
-            ).fetchall()
-        return [{**dict(r), "dir": self.root / r["path"]} for r in rows]
+        """Index rows of every complete run (see :meth:`runs`)."""
+        return [r for r in self.runs() if r["status"] == "complete"]
+
+    def rebuild_index(self) -> int:
+        """Recreate the index from the run folders alone (their ``config.json``,
+        ``metrics.json`` and ``state.json``); returns the number of runs indexed."""
+        folders = [
+            p.parent
+            for p in sorted((self.root / RUNS_DIR).glob("*/*/*/*/config.json"))
+            if not p.parent.name.endswith((ATTEMPT_SUFFIX, OLD_SUFFIX))
+        ]
+        records = []
+        for folder in folders:
+            config = read_json(folder / "config.json")
+            try:
+                spec = RunSpec.from_dict(config)
+            except (TypeError, KeyError, AttributeError, ValueError):
+                continue
+            metrics = read_json(folder / "metrics.json")
+            state = read_json(folder / "state.json") or {}
+            status = "complete" if isinstance(metrics, dict) else state.get("status", "running")
+            if status not in STATUSES:
+                status = "interrupted"
+            records.append((spec, folder, status, metrics, state))
+        with self._db(immediate=True) as conn:
+            conn.execute("DELETE FROM runs")
+            for spec, folder, status, metrics, state in records:
+                mtime = (folder / "config.json").stat().st_mtime
+                conn.execute(
+                    "INSERT OR REPLACE INTO runs (run_id, method, dataset, backbone, seed, epochs,"
+                    " status, path, config, metrics, started, finished, owner, error) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        spec.run_id,
+                        spec.method,
+                        spec.dataset,
+                        spec.backbone,
+                        spec.seed,
+                        spec.training.epochs,
+                        status,
+                        str(folder.relative_to(self.root)),
+                        json.dumps(spec.to_dict(), sort_keys=True),
+                        json.dumps(metrics, sort_keys=True) if metrics else None,
+                        mtime,
+                        state.get("updated") if status == "complete" else None,
+                        state.get("owner") if status == "running" else None,
+                        state.get("error"),
+                    ),
+                )
+        return len(records)
+
+
+def _effective_status(row: dict[str, Any] | None, path: Path) -> str:
+    if row is None:
+        return "pending"
+    status = row["status"]
+    if status == "complete" and not (path / "metrics.json").exists():
+        return "interrupted"
+    if status == "running" and not owner_alive(row.get("owner"), row.get("heartbeat")):
+        return "interrupted"
+    if status == "running" and row.get("owner") == owner_id():
+        return "interrupted"
+    return status
+
+
+def _recover_swap(path: Path) -> None:
+    """Finish a swap of a retrained attempt that a crash cut between its two renames."""
+    old = path.with_name(path.name + OLD_SUFFIX)
+    if not old.exists():
+        return
+    attempt = path.with_name(path.name + ATTEMPT_SUFFIX)
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    elif (attempt / "metrics.json").exists():
+        os.replace(attempt, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(old, path)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring an index written by an older calibench (two statuses, no lease columns) to the
+    current schema, keeping every row."""
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
+    if "'failed'" in sql:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("ALTER TABLE runs RENAME TO runs_v1")
+    conn.execute(SCHEMA)
+    shared = "run_id, method, dataset, backbone, seed, epochs, status, path, config, metrics, "
+    shared += "started, finished"
+    conn.execute(f"INSERT INTO runs ({shared}) SELECT {shared} FROM runs_v1")
+    conn.execute("DROP TABLE runs_v1")
+    conn.execute("COMMIT")

@@ -1,18 +1,21 @@
-"""The training loop: one run spec in, one result record out.
+"""The training loop: one claimed run in, one result record out.
 
 SGD with momentum and weight decay, a multi-step learning-rate schedule stepped at the END of
 each epoch, gradient clipping to a global norm, and model selection by the best validation
-accuracy (REFERENCE.md section 3). The method supplies the loss; everything else is identical
-for every method. A checkpoint after every epoch lets an interrupted run resume exactly.
+accuracy (docs/protocol.md, "Training"). The method supplies the loss; everything else is
+identical for every method. A checkpoint after every epoch (the two newest are kept) lets an
+interrupted run resume exactly. A non-finite loss or parameter, or an error inside the method,
+raises :class:`RunFailed` with the reason and the epoch.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,19 +28,36 @@ from calibench.config import RunSpec
 from calibench.data import DataRequest, DatasetSpec, DeviceLoader, ImageData, default_data_root
 from calibench.errors import CalibenchError
 from calibench.evaluation import evaluate_logits
-from calibench.method import Method, get_method
+from calibench.method import Loss, Method, TrainingSetup, get_method, training_loss
 from calibench.metrics import calibration_metrics
 from calibench.models import build_backbone
 from calibench.registry import DATASETS
-from calibench.store import Store, save_arrays, save_torch, write_text
+from calibench.store import Claim, Store, save_arrays, save_torch, write_text
 
 
 class RunProgress(Protocol):
-    """What the trainer tells the user while it works (see :mod:`calibench.progress`)."""
+    """What the trainer and the executors tell the user (see :mod:`calibench.progress`)."""
 
     def start(self, spec: RunSpec, first_epoch: int) -> None: ...
     def epoch(self, row: dict[str, Any]) -> None: ...
     def finish(self, spec: RunSpec, metrics: dict[str, Any], seconds: float) -> None: ...
+    def skip(self, spec: RunSpec, reason: str) -> None: ...
+    def fail(self, spec: RunSpec, reason: str) -> None: ...
+    def warn(self, message: str) -> None: ...
+    def abort(self) -> None: ...
+
+
+class RunFailed(Exception):
+    """A run that cannot go on: a non-finite loss or parameter, or an error in its method."""
+
+    def __init__(self, reason: str, epoch: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.epoch = epoch
+
+
+FINITE_CHECK_EVERY = 50
+"""Steps between checks that the running loss is finite (each check is one device sync)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -112,6 +132,7 @@ def prepare(spec: RunSpec) -> Prepared:
     )
     method = get_method(spec.method, **spec.hparams)
     method.seed(spec.seed + 1)
+    method.setup(TrainingSetup(len(data.train), dataset.num_classes))
     generator = torch.Generator().manual_seed(spec.seed + 2)
     return Prepared(data, dataset, model, method, optimizer, scheduler, generator, device, ood)
 
@@ -142,15 +163,33 @@ def predict_logits(model: nn.Module, loader: DeviceLoader, precision: str = "fp3
         return torch.cat([model(x).float() for x, _ in loader]).cpu().numpy()
 
 
+def _check_loss(out: Any, method: Method) -> Loss:
+    if not isinstance(out, Loss):
+        raise RunFailed(
+            f"method {method.name}: loss() returned {type(out).__name__}, not calibench.Loss"
+        )
+    if not isinstance(out.total, torch.Tensor) or out.total.ndim != 0:
+        shape = tuple(out.total.shape) if isinstance(out.total, torch.Tensor) else out.total
+        raise RunFailed(f"method {method.name}: Loss.total must be a scalar tensor, got {shape}")
+    return out
+
+
+def _check_finite(value: torch.Tensor, what: str) -> None:
+    if not bool(torch.isfinite(value)):
+        raise RunFailed(f"non-finite {what} ({float(value)}): training diverged")
+
+
 def train_one_epoch(
     p: Prepared, loader: DeviceLoader, grad_clip: float, precision: str = "fp32"
 ) -> dict[str, float]:
-    """One pass over the training data; returns the epoch means of the loss and its terms."""
+    """One pass over the training data; returns the epoch means of the loss and its terms.
+    The running loss is checked every :data:`FINITE_CHECK_EVERY` steps and the parameters at
+    the end; a non-finite value raises :class:`RunFailed`."""
     p.model.train()
     model = MixedPrecisionForward(p.model) if precision == "bf16" else p.model
     sums: dict[str, torch.Tensor] = {}
-    for x, y in loader:
-        out = p.method.loss(model, x, y)
+    for step, (x, y, indices) in enumerate(loader.indexed(), 1):
+        out = _check_loss(training_loss(p.method, model, x, y, indices), p.method)
         p.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         if grad_clip > 0:
@@ -159,25 +198,28 @@ def train_one_epoch(
         for name, value in {"loss": out.total, **out.terms}.items():
             value = torch.as_tensor(value).detach().float()
             sums[name] = sums.get(name, 0) + value
+        if step % FINITE_CHECK_EVERY == 0:
+            _check_finite(sums["loss"], "training loss")
+    _check_finite(sums["loss"], "training loss")
+    _check_finite(nn.utils.get_total_norm(p.model.parameters()), "parameter norm")
     return {name: float(total) / len(loader) for name, total in sums.items()}
 
 
-def _checkpoint(
-    p: Prepared, epoch: int, best: dict[str, Any], best_weights: dict, log: list[dict]
-) -> dict[str, Any]:
+def _checkpoint(p: Prepared, history: History) -> dict[str, Any]:
     cuda = p.device.type == "cuda"
     return {
-        "epoch": epoch,
+        "epoch": history.epoch,
         "model": p.model.state_dict(),
         "optimizer": p.optimizer.state_dict(),
         "scheduler": p.scheduler.state_dict(),
         "generator": p.generator.get_state(),
         "method_rng": p.method.rng_state(),
+        "method_state": p.method.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(p.device) if cuda else None,
-        "best": best,
-        "best_weights": best_weights,
-        "log": log,
+        "best": history.best,
+        "best_weights": history.best_weights,
+        "log": history.log,
     }
 
 
@@ -187,6 +229,7 @@ def _restore(p: Prepared, state: dict[str, Any]) -> None:
     p.scheduler.load_state_dict(state["scheduler"])
     p.generator.set_state(state["generator"])
     p.method.set_rng_state(state["method_rng"])
+    p.method.load_state_dict(state.get("method_state", {}))
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] is not None and p.device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng"], p.device)
@@ -203,88 +246,176 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def train_run(
-    spec: RunSpec,
-    store: Store,
-    progress: RunProgress | None = None,
-    fresh: bool = False,
-    stop_after: Callable[[int], bool] | None = None,
-) -> dict[str, Any]:
-    """Train ``spec`` (resuming from its last checkpoint unless ``fresh``), evaluate the
-    best-validation model, store everything and return the metrics.
+CHECKPOINTS = ("last.pt", "last.prev.pt")
+"""The newest resume checkpoint and the one before it, in the order a resume tries them."""
 
-    ``stop_after(epoch)`` returning True stops after that epoch, as an interruption would
-    (used by the tests of resumption)."""
-    started = time.perf_counter()
-    p = prepare(spec)
-    if fresh:
-        store.reset(spec)
-    run_dir = store.begin(spec)
-    t = spec.training
-    train_loader = DeviceLoader(p.data.train, p.dataset, t.batch_size, p.device, True, p.generator)
-    val_loader = DeviceLoader(p.data.val, p.dataset, t.eval_batch_size, p.device)
-    predict = partial(predict_logits, p.model, precision=t.precision)
-    save_arrays(
-        run_dir / "split.npz", train_indices=p.data.train_indices, val_indices=p.data.val_indices
+
+@dataclass
+class History:
+    """What a run has done so far: the last finished epoch, the best-validation epoch and its
+    weights, and the per-epoch log rows."""
+
+    epoch: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"val_acc": -1.0, "epoch": 0})
+    best_weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, row: dict[str, Any], model: nn.Module) -> bool:
+        """Log an epoch; keep the model's weights when its validation accuracy is the best so
+        far (the first epoch wins ties). Returns whether it was."""
+        self.epoch = row["epoch"]
+        self.log.append(row)
+        if row["val_acc"] <= self.best["val_acc"]:
+            return False
+        self.best = {"val_acc": row["val_acc"], "epoch": row["epoch"]}
+        self.best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return True
+
+
+def resume(p: Prepared, run_dir: Path, warn: Callable[[str], None]) -> History | None:
+    """The history of the newest readable checkpoint of ``run_dir``, restored into ``p``; an
+    unreadable one is skipped with a warning. None when there is none to resume from (a restore
+    that failed half-way leaves ``p`` unusable, so the caller prepares it afresh)."""
+    for name in CHECKPOINTS:
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            _restore(p, state)
+        except Exception as exc:
+            warn(f"checkpoint {path} is damaged ({type(exc).__name__}: {exc}); skipped")
+            continue
+        return History(state["epoch"], state["best"], state["best_weights"], state["log"])
+    if any((run_dir / name).exists() for name in CHECKPOINTS):
+        warn(f"no readable checkpoint in {run_dir}: the run restarts from epoch 1")
+    return None
+
+
+def save_checkpoint(p: Prepared, history: History, run_dir: Path) -> None:
+    """Write ``last.pt``, keeping the previous one as ``last.prev.pt``."""
+    newest, previous = (run_dir / name for name in CHECKPOINTS)
+    if newest.exists():
+        os.replace(newest, previous)
+    save_torch(newest, _checkpoint(p, history))
+
+
+@dataclass
+class Loaders:
+    train: DeviceLoader
+    val: DeviceLoader
+    test: DeviceLoader
+    ood: dict[str, DeviceLoader]
+
+
+def make_loaders(p: Prepared, t: Any) -> Loaders:
+    def evaluation(split: Any) -> DeviceLoader:
+        return DeviceLoader(split, p.dataset, t.eval_batch_size, p.device)
+
+    return Loaders(
+        train=DeviceLoader(p.data.train, p.dataset, t.batch_size, p.device, True, p.generator),
+        val=evaluation(p.data.val),
+        test=evaluation(p.data.test),
+        ood={name: evaluation(data.test) for name, data in p.ood.items()},
     )
 
-    first_epoch, best, best_weights, log = 1, {"val_acc": -1.0, "epoch": 0}, {}, []
-    if (run_dir / "last.pt").exists():
-        state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
-        _restore(p, state)
-        first_epoch, best, log = state["epoch"] + 1, state["best"], state["log"]
-        best_weights = state["best_weights"]
-        save_torch(run_dir / "best.pt", best_weights)
-    if progress:
-        progress.start(spec, first_epoch)
 
+def run_epochs(p: Prepared, loaders: Loaders, history: History, t: Any) -> Iterator[dict[str, Any]]:
+    """Train from the epoch after ``history.epoch`` to the last, validating after each; yields
+    each epoch's log row once ``history`` holds it. Errors inside an epoch raise
+    :class:`RunFailed` naming the epoch."""
     val_labels = p.data.val.labels.numpy()
-    for epoch in range(first_epoch, t.epochs + 1):
+    for epoch in range(history.epoch + 1, t.epochs + 1):
         tick = time.perf_counter()
-        lr = p.optimizer.param_groups[0]["lr"]
-        row: dict[str, Any] = {"epoch": epoch, "lr": lr}
-        row.update(train_one_epoch(p, train_loader, t.grad_clip, t.precision))
-        p.scheduler.step()
-        val = calibration_metrics(predict(val_loader), val_labels, t.n_bins)
+        row: dict[str, Any] = {"epoch": epoch, "lr": p.optimizer.param_groups[0]["lr"]}
+        try:
+            row.update(train_one_epoch(p, loaders.train, t.grad_clip, t.precision))
+            p.scheduler.step()
+            val_logits = predict_logits(p.model, loaders.val, t.precision)
+            if not np.isfinite(val_logits).all():
+                raise RunFailed("non-finite validation logits: training diverged")
+            p.method.on_epoch_end(epoch, val_logits, val_labels)
+        except RunFailed as exc:
+            raise RunFailed(exc.reason, epoch) from None
+        except (KeyboardInterrupt, OSError, CalibenchError):
+            raise
+        except Exception as exc:
+            raise RunFailed(f"{type(exc).__name__}: {exc}", epoch) from exc
+        val = calibration_metrics(val_logits, val_labels, t.n_bins)
         row.update(
             val_acc=val["acc"],
             val_nll=val["nll"],
             val_ece=val["ece"],
             seconds=time.perf_counter() - tick,
         )
-        log.append(row)
-        if val["acc"] > best["val_acc"]:
-            best = {"val_acc": val["acc"], "epoch": epoch}
-            best_weights = {k: v.detach().cpu().clone() for k, v in p.model.state_dict().items()}
-            save_torch(run_dir / "best.pt", best_weights)
-        save_torch(run_dir / "last.pt", _checkpoint(p, epoch, best, best_weights, log))
-        write_text(run_dir / "log.csv", _csv(log))
-        if progress:
-            progress.epoch(row)
-        if stop_after and stop_after(epoch) and epoch < t.epochs:
-            raise KeyboardInterrupt(f"stopped after epoch {epoch}")
+        history.record(row, p.model)
+        yield row
 
-    p.model.load_state_dict(best_weights)
+
+def final_logits(p: Prepared, loaders: Loaders, history: History, t: Any) -> dict[str, np.ndarray]:
+    """Validation, test and OOD logits of the best-validation weights."""
+    p.model.load_state_dict(history.best_weights)
+    predict = partial(predict_logits, p.model, precision=t.precision)
     logits = {
-        "val_logits": predict(val_loader),
-        "val_labels": val_labels,
-        "test_logits": predict(DeviceLoader(p.data.test, p.dataset, t.eval_batch_size, p.device)),
+        "val_logits": predict(loaders.val),
+        "val_labels": p.data.val.labels.numpy(),
+        "test_logits": predict(loaders.test),
         "test_labels": p.data.test.labels.numpy(),
     }
-    for name, ood in p.ood.items():
-        logits[f"ood_{name}_logits"] = predict(
-            DeviceLoader(ood.test, p.dataset, t.eval_batch_size, p.device)
-        )
+    for name, loader in loaders.ood.items():
+        logits[f"ood_{name}_logits"] = predict(loader)
+    return logits
+
+
+def train(
+    claim: Claim,
+    p: Prepared,
+    store: Store,
+    progress: RunProgress | None = None,
+    on_epoch: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Train the claimed run (resuming from its checkpoint unless the claim is fresh), evaluate
+    the best-validation model, store everything and return the metrics."""
+    started = time.perf_counter()
+    spec, run_dir, t = claim.spec, claim.dir, claim.spec.training
+    warn = progress.warn if progress else (lambda message: None)
+    if claim.fresh:
+        for name in (*CHECKPOINTS, "log.csv"):
+            (run_dir / name).unlink(missing_ok=True)
+    history = resume(p, run_dir, warn)
+    if history is None:
+        history = History()
+        if any((run_dir / name).exists() for name in CHECKPOINTS):
+            p = prepare(spec)
+    else:
+        save_torch(run_dir / "best.pt", history.best_weights)
+    loaders = make_loaders(p, t)
+    save_arrays(
+        run_dir / "split.npz", train_indices=p.data.train_indices, val_indices=p.data.val_indices
+    )
+    if progress:
+        progress.start(spec, history.epoch + 1)
+    for row in run_epochs(p, loaders, history, t):
+        if history.best["epoch"] == row["epoch"]:
+            save_torch(run_dir / "best.pt", history.best_weights)
+        save_checkpoint(p, history, run_dir)
+        write_text(run_dir / "log.csv", _csv(history.log))
+        if on_epoch:
+            on_epoch(row["epoch"])
+        if progress:
+            progress.epoch(row)
+
+    logits = final_logits(p, loaders, history, t)
     save_arrays(run_dir / "logits.npz", **logits)
     metrics = evaluate_logits(logits, t.temperature_fit, t.n_bins)
     metrics.update(
         run_id=spec.run_id,
-        best_epoch=best["epoch"],
-        best_val_acc=best["val_acc"],
+        best_epoch=history.best["epoch"],
+        best_val_acc=history.best["val_acc"],
         train_seconds=time.perf_counter() - started,
         device=str(p.device),
     )
-    store.finish(spec, metrics)
+    store.finish(claim, metrics)
     if progress:
         progress.finish(spec, metrics, time.perf_counter() - started)
     return metrics

@@ -1,4 +1,5 @@
-"""Brier score as a training loss (Brier 1950; as a calibration baseline, Mukhoti et al. 2020)."""
+"""Brier score as a training loss (Brier 1950; as a calibration baseline, Mukhoti et al. 2020).
+See docs/methods.md, "brier"."""
 
 from __future__ import annotations
 

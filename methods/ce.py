@@ -1,4 +1,5 @@
-"""Cross-entropy: the uncalibrated baseline every calibration method is measured against."""
+"""Cross-entropy: the uncalibrated baseline every calibration method is measured against.
+See docs/methods.md, "ce"."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Focal loss (Lin et al., ICCV 2017) and its calibration variant FLSD-53 (Mukhoti et al.,
-NeurIPS 2020, "Calibrating Deep Neural Networks using Focal Loss")."""
+NeurIPS 2020, "Calibrating Deep Neural Networks using Focal Loss"). Formulas, defaults and the
+differences from the reference code: docs/methods.md, "focal" and "flsd53"."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Label smoothing (Szegedy et al., CVPR 2016; for calibration, Mueller et al., NeurIPS 2019)."""
+"""Label smoothing (Szegedy et al., CVPR 2016; for calibration, Mueller et al., NeurIPS 2019).
+Defaults, their sources and the RankMixup repository's different value: docs/methods.md, "ls"."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Margin-based label smoothing, MbLS (Liu et al., CVPR 2022, "The Devil is in the Margins")."""
+"""Margin-based label smoothing, MbLS (Liu et al., CVPR 2022, "The Devil is in the Margin").
+Defaults, their sources and the RankMixup repository's different margin: docs/methods.md, "mbls"."""
 
 from __future__ import annotations
 

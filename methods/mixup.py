@@ -1,7 +1,10 @@
 """Mixup (Zhang et al., ICLR 2018; for calibration, Thulasidasan et al., NeurIPS 2019) and
-RegMixup (Pinto et al., NeurIPS 2022)."""
+RegMixup (Pinto et al., NeurIPS 2022). Formulas, defaults, their sources and the differences
+from the reference code: docs/methods.md."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -16,10 +19,35 @@ def mixup_cross_entropy(
     return lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y_other)
 
 
+def regmixup_loss(
+    z_clean: torch.Tensor,
+    z_mix: torch.Tensor,
+    y: torch.Tensor,
+    y_other: torch.Tensor,
+    lam: float,
+    eta: float = 1.0,
+    reduction: Literal["batch_mean", "sum"] = "batch_mean",
+) -> Loss:
+    """RegMixup objective from the logits of the clean batch and of its mixed copy
+    (Pinto et al. 2022; see docs/methods.md, "regmixup").
+
+    ``"batch_mean"``: (CE_clean + eta * CE_mix) / 2, the mean over the concatenated 2B batch with
+    the mixed half weighted by eta; at eta = 1 exactly the RegMixup code's loss.
+    ``"sum"``: CE_clean + eta * CE_mix, the paper's written form (twice the code's loss).
+    CE_mix is :func:`mixup_cross_entropy` of the mixed logits."""
+    ce = F.cross_entropy(z_clean, y)
+    mixed = mixup_cross_entropy(z_mix, y, y_other, lam)
+    total = ce + eta * mixed
+    if reduction == "batch_mean":
+        total = total / 2
+    return Loss(total, {"ce": ce, "mixup_ce": mixed})
+
+
 @register_method("mixup")
 class Mixup(Method):
     """Train on mixed inputs only: one l ~ Beta(alpha, alpha) per batch, x' = l x + (1 - l) x[perm],
-    loss l CE(z', y) + (1 - l) CE(z', y[perm]). Default alpha = 1.0 (the original recipe)."""
+    loss l CE(z', y) + (1 - l) CE(z', y[perm]). Default alpha = 1.0 (the original CIFAR-10
+    recipe). See docs/methods.md, "mixup"."""
 
     alpha: float = 1.0
 
@@ -34,12 +62,17 @@ class Mixup(Method):
 
 @register_method("regmixup")
 class RegMixup(Method):
-    """RegMixup: CE on the clean batch + eta * mixup CE on a mixed copy with a large alpha
-    (Beta(20, 20) on CIFAR-10, 10 on CIFAR-100), both in ONE forward pass over the
-    concatenated batch, as in the paper. Defaults alpha = 20, eta = 1."""
+    """RegMixup: CE on the clean batch plus mixup CE on a mixed copy with a large alpha
+    (Beta(20, 20) on CIFAR-10, 10 on CIFAR-100), both in ONE forward pass over the concatenated
+    batch; the objective is :func:`regmixup_loss`.
+
+    Defaults alpha = 20, eta = 1, reduction = "batch_mean", which reproduces the RegMixup code's
+    loss, (CE_clean + CE_mix) / 2; reduction = "sum" gives the paper's CE_clean + eta * CE_mix.
+    See docs/methods.md, "regmixup"."""
 
     alpha: float = 20.0
     eta: float = 1.0
+    reduction: Literal["batch_mean", "sum"] = "batch_mean"
 
     def validate(self) -> None:
         self.require(self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
@@ -49,6 +82,4 @@ class RegMixup(Method):
         mix = self.mix(x, self.alpha)
         logits = model(torch.cat([x, mix.inputs]))
         z_clean, z_mix = logits[: len(x)], logits[len(x) :]
-        ce = F.cross_entropy(z_clean, y)
-        mixed = mixup_cross_entropy(z_mix, y, y[mix.perm], mix.lam)
-        return Loss(ce + self.eta * mixed, {"ce": ce, "mixup_ce": mixed})
+        return regmixup_loss(z_clean, z_mix, y, y[mix.perm], mix.lam, self.eta, self.reduction)

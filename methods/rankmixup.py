@@ -15,6 +15,8 @@ Where calibench deliberately differs from the reference code:
   probabilities, but a hinge with margin 2 on probabilities never closes); ``confidence="prob"``
   gives the paper's form.
 - Mixing randomness comes from the method's generator, seeded from the run seed.
+
+Formulas, defaults with their sources (the RankMixup repository's configs): docs/methods.md.
 """
 
 from __future__ import annotations

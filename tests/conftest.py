@@ -36,3 +36,17 @@ def tiny_spec(method: str = "ce", epochs: int = 2, seed: int = 0, **hparams) -> 
         hparams=hparams,
         device="cpu",
     )
+
+
+class StopAfter:
+    """A progress display that interrupts the run after a given epoch, as Ctrl-C would."""
+
+    def __init__(self, epoch: int) -> None:
+        self.stop_epoch = epoch
+
+    def epoch(self, row):
+        if row["epoch"] == self.stop_epoch:
+            raise KeyboardInterrupt
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None

@@ -245,3 +245,73 @@ def write_fake_tiny_imagenet(
         np.asarray(test_y, dtype=np.int64),
         [f"thing {w}" for w in wnids],
     )
+
+
+@dataclass
+class FakeCorrupted:
+    """What a fake -C writer put on disk: per corruption, the images of severities 1..5 stacked
+    (5 n, C, H, W) in calibench's layout, and the labels of those rows (5 n,)."""
+
+    images: dict[str, np.ndarray]
+    labels: np.ndarray
+
+
+def write_fake_cifar_c(
+    root: Path,
+    corruptions: list[str],
+    test_labels: np.ndarray,
+    folder: str = "CIFAR-10-C",
+    seed: int = 0,
+) -> FakeCorrupted:
+    """Write ``ROOT/<folder>/`` as the CIFAR-10-C / CIFAR-100-C archives lay it out.
+
+    ``labels.npy`` holds 5 n uint8 labels, severity s in rows [(s - 1) n, s n); each severity
+    block is a seeded permutation of ``test_labels`` (same images per class, its own order), so a
+    loader that pairs rows wrongly fails. ``<corruption>.npy`` is uint8 (5 n, 32, 32, 3).
+    """
+    rng = np.random.default_rng(seed)
+    target = Path(root) / folder
+    target.mkdir(parents=True, exist_ok=True)
+    labels = np.concatenate([rng.permutation(test_labels) for _ in range(5)]).astype(np.uint8)
+    np.save(target / "labels.npy", labels)
+    images = {}
+    for corruption in corruptions:
+        pixels = _images(rng, len(labels), 3, 32)
+        np.save(target / f"{corruption}.npy", np.ascontiguousarray(pixels.transpose(0, 2, 3, 1)))
+        images[corruption] = pixels
+    return FakeCorrupted(images, labels.astype(np.int64))
+
+
+def write_fake_tiny_imagenet_c(
+    root: Path,
+    corruptions: list[str],
+    wnids: list[str],
+    per_class: int = 2,
+    seed: int = 0,
+) -> FakeCorrupted:
+    """Write ``ROOT/Tiny-ImageNet-C/<corruption>/<severity>/<wnid>/*.JPEG`` (64x64).
+
+    Images are two flat colour blocks as in :func:`write_fake_tiny_imagenet` (JPEG quality 100
+    keeps them within a few levels). The returned arrays list each severity's images in
+    ``wnids`` order (the class index order), file-name order within a class.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "Tiny-ImageNet-C"
+    images: dict[str, np.ndarray] = {}
+    labels = np.repeat(np.arange(len(wnids)), per_class)
+    for corruption in corruptions:
+        written = []
+        for severity in range(1, 6):
+            for wnid in wnids:
+                for i in range(per_class):
+                    colours = rng.integers(16, 240, size=(2, 3), dtype=np.uint8)
+                    pixels = np.empty((64, 64, 3), dtype=np.uint8)
+                    pixels[:, :32], pixels[:, 32:] = colours[0], colours[1]
+                    path = folder / corruption / str(severity) / wnid / f"val_{i}.JPEG"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(pixels).save(path, format="JPEG", quality=100, subsampling=0)
+                    written.append(pixels.transpose(2, 0, 1))
+        images[corruption] = np.stack(written)
+    return FakeCorrupted(images, np.tile(labels, 5).astype(np.int64))

@@ -29,7 +29,8 @@ def test_reference_batches_are_normalised_as_calibench_normalises(dataset):
     split = _random_split(24, spec.in_channels, spec.image_size)
     cpu = torch.device("cpu")
     loader = reference_loader(split, spec, 8, cpu, num_workers=0, train=False)
-    x, y = next(iter(loader))
+    x, y, positions = next(iter(loader))
+    assert torch.equal(positions, torch.arange(8))
     size = spec.image_size
     assert x.dtype == torch.float32 and x.shape == (8, spec.in_channels, size, size)
     assert y.dtype == torch.int64 and torch.equal(y, split.labels[:8])
@@ -42,7 +43,8 @@ def test_reference_training_batches_are_padded_crops_or_their_mirror_images():
     split = _random_split(16, 3, 32)
     split.labels = torch.arange(16)  # a label names its source image
     loader = reference_loader(split, spec, 16, torch.device("cpu"), num_workers=0, seed=1)
-    x, y = next(iter(loader))
+    x, y, positions = next(iter(loader))
+    assert torch.equal(y, positions)
     assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32
     mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
     std = torch.tensor(spec.std).view(1, 3, 1, 1)

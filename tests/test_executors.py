@@ -13,14 +13,16 @@ from calibench.store import Store
 
 def test_processes_executor_matches_in_process_training(tmp_path):
     specs = [tiny_spec("ce", epochs=1), tiny_spec("focal", epochs=1)]
-    local = {m["run_id"]: m for m in run_local(specs, Store(tmp_path / "local"))}
+    local = {o.spec.run_id: o.metrics for o in run_local(specs, Store(tmp_path / "local"))}
     store = Store(tmp_path / "workers")
     parallel = run_processes(specs, store, ["cpu", "cpu"], plugin_dirs=[])
     assert all(store.is_complete(s) for s in specs)
-    for metrics in parallel:
-        assert metrics["ece"] == local[metrics["run_id"]]["ece"]
-        assert metrics["acc"] == local[metrics["run_id"]]["acc"]
-    assert run_processes(specs, store, ["cpu"], plugin_dirs=[]) == []
+    assert [o.status for o in parallel] == ["complete", "complete"]
+    for outcome in parallel:
+        assert outcome.metrics["ece"] == local[outcome.spec.run_id]["ece"]
+        assert outcome.metrics["acc"] == local[outcome.spec.run_id]["acc"]
+    again = run_processes(specs, store, ["cpu"], plugin_dirs=[])
+    assert [o.status for o in again] == ["skipped", "skipped"]
 
 
 def test_slurm_executor_in_submitit_debug_mode(tmp_path):
@@ -28,7 +30,8 @@ def test_slurm_executor_in_submitit_debug_mode(tmp_path):
     spec = tiny_spec("ls", epochs=1)
     store = Store(tmp_path)
     results = run_slurm([spec], store, [], {"cluster": "debug", "timeout_min": 5})
-    assert store.is_complete(spec) and results[0]["run_id"] == spec.run_id
+    assert store.is_complete(spec) and results[0].spec.run_id == spec.run_id
+    assert results[0].status == "complete"
 
 
 def test_bad_slurm_settings_are_a_clear_error(tmp_path):

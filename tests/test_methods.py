@@ -1,5 +1,5 @@
 """The training methods: hand-computed losses, properties, the Loss contract, gradients and
-hyperparameter validation (REFERENCE.md section 1)."""
+hyperparameter validation (docs/methods.md). Reference-scale pins: tests/test_fidelity.py."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ TERMS = {
     "brier": {"brier"},
     "entropy_penalty": {"ce", "entropy"},
 }
+STATEFUL = {"crl", "camixup"}  # need setup() and state between calls: tests/test_crl_camixup.py
 E = math.e
 LOG2_3 = math.log2(3)
 
@@ -77,7 +78,7 @@ def tiny_batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_builtin_methods_are_all_registered() -> None:
-    assert set(BUILTIN) == set(TERMS)
+    assert set(BUILTIN) == set(TERMS) | STATEFUL
 
 
 # Hand-computed values
@@ -218,8 +219,11 @@ def test_entropy_by_hand() -> None:
     entropy = plugin("entropy_penalty").mean_entropy(logits)
     assert entropy.item() == pytest.approx((h0 + h1) / 2, rel=1e-12)
     ce = -(math.log(p0[0]) + math.log(p1[1])) / 2
-    total = get_method("entropy_penalty", beta=0.2).loss(nn.Identity(), logits, y).total
+    per_sample = get_method("entropy_penalty", beta=0.2, reduction="class_sum")
+    total = per_sample.loss(nn.Identity(), logits, y).total
     assert total.item() == pytest.approx(ce - 0.2 * (h0 + h1) / 2, rel=1e-12)
+    total = get_method("entropy_penalty", beta=0.2).loss(nn.Identity(), logits, y).total
+    assert total.item() == pytest.approx(ce - 0.2 * (h0 + h1) / 2 / 3, rel=1e-12)
 
 
 # Properties
@@ -391,9 +395,11 @@ def test_mixup_method_uses_its_mix() -> None:
     assert_close(total, expected)
 
 
-def test_regmixup_total_is_ce_plus_eta_mixup_ce() -> None:
+@pytest.mark.parametrize(("reduction", "scale"), [("batch_mean", 0.5), ("sum", 1.0)])
+def test_regmixup_total_is_ce_plus_eta_mixup_ce(reduction: str, scale: float) -> None:
+    """Default "batch_mean": (CE + eta * mixup CE) / 2; "sum": CE + eta * mixup CE."""
     model, (x, y) = tiny_model(), tiny_batch()
-    method = get_method("regmixup", alpha=10.0, eta=0.5)
+    method = get_method("regmixup", alpha=10.0, eta=0.5, reduction=reduction)
     method.seed(10)
     out = method.loss(model, x, y)
     method.seed(10)
@@ -401,7 +407,7 @@ def test_regmixup_total_is_ce_plus_eta_mixup_ce() -> None:
     mixed = plugin("mixup").mixup_cross_entropy(model(mix.inputs), y, y[mix.perm], mix.lam)
     assert_close(out.terms["ce"], F.cross_entropy(model(x), y))
     assert_close(out.terms["mixup_ce"], mixed)
-    assert_close(out.total, out.terms["ce"] + 0.5 * out.terms["mixup_ce"])
+    assert_close(out.total, scale * (out.terms["ce"] + 0.5 * out.terms["mixup_ce"]))
 
 
 # Methods through .loss(model, x, y)
@@ -565,6 +571,9 @@ def test_rank_term_alone_has_gradient(name: str) -> None:
         ("mixup", {"alpha": 0.0}, "alpha"),
         ("mixup", {"alpha": -1.0}, "alpha"),
         ("regmixup", {"alpha": 0.0}, "alpha"),
+        ("regmixup", {"reduction": "mean"}, "reduction"),
+        ("entropy_penalty", {"reduction": "sum"}, "reduction"),
+        ("entropy_penalty", {"beta": -0.1}, "beta"),
         ("rankmixup_mrl", {"alpha": 0.0}, "alpha"),
         ("rankmixup_mndcg", {"alpha": -2.0}, "alpha"),
         ("rankmixup_mndcg", {"num_mixup": 0}, "num_mixup"),

@@ -115,7 +115,7 @@ def test_get_method_rejects_unknown_hyperparameter():
 
 
 def test_get_method_checks_types():
-    with pytest.raises(CalibenchError, match="num_mixup must be int"):
+    with pytest.raises(CalibenchError, match="num_mixup must be an integer"):
         calibench.get_method("rankmixup_mndcg", num_mixup=1.5)
     with pytest.raises(CalibenchError, match="confidence must be one of 'logit', 'prob'"):
         calibench.get_method("rankmixup_mrl", confidence="bogus")

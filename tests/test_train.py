@@ -9,13 +9,14 @@ import sqlite3
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_spec
+from conftest import StopAfter, tiny_spec
 
 from calibench.data import DeviceLoader
 from calibench.data.loader import random_crop, random_hflip
 from calibench.registry import DATASETS
+from calibench.runner import train_run
 from calibench.store import Store, write_json
-from calibench.train import load_dataset, train_run
+from calibench.train import load_dataset
 
 
 def test_same_seed_same_metrics(tmp_path):
@@ -75,7 +76,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     straight = train_run(spec, Store(tmp_path / "straight"))
     store = Store(tmp_path / "interrupted")
     with pytest.raises(KeyboardInterrupt):
-        train_run(spec, store, stop_after=lambda epoch: epoch == 2)
+        train_run(spec, store, StopAfter(2))
     assert not store.is_complete(spec)
     resumed = train_run(spec, store)
     for key in ("acc", "nll", "ece", "temperature", "best_epoch"):

@@ -1,6 +1,6 @@
 """Helpers shared by the file-backed datasets: split sizes, seeded splits and clear errors.
 
-Split rules (REFERENCE section 3):
+Split rules (docs/protocol.md, "Training"):
 
 - a random held-out validation set of ``min(5000, max(1, n // 10))`` training images, so the
   full CIFAR-10/100 train set gives 45k/5k and MNIST-sized sets 55k/5k, while tiny test files

@@ -67,6 +67,12 @@ class DeviceLoader:
         return (images.float() - self.mean) / self.std
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y, _ in self.indexed():
+            yield x, y
+
+    def indexed(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The batches of ``iter(self)``, each with its samples' positions in the split: the
+        same batches from the same random draws, so asking for indices changes nothing else."""
         n = len(self.labels)
         if self.train:
             order = torch.randperm(n, generator=self.generator).to(self.images.device)
@@ -79,4 +85,4 @@ class DeviceLoader:
                 x = random_crop(x, self.spec.crop_padding, self.generator)
             if self.train and self.spec.hflip:
                 x = random_hflip(x, self.generator)
-            yield self.normalise(x), self.labels[idx]
+            yield self.normalise(x), self.labels[idx], idx

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from calibench.data.files import (
     missing_dataset_error,
     stratified_holdout,
 )
+from calibench.errors import CalibenchError
 
 FOLDER = "tiny-imagenet-200"
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -95,27 +97,42 @@ def class_names(folder: Path, wnids: list[str]) -> list[str]:
     return [names.get(wnid) or wnid for wnid in wnids]
 
 
-def read_images(paths: list[Path], how: str) -> torch.Tensor:
-    """Decode 64x64 images (in threads) into a uint8 (N, 3, 64, 64) tensor."""
+def read_images(
+    paths: list[Path],
+    how: str,
+    unreadable: Callable[[Path, BaseException | str], CalibenchError] | None = None,
+) -> torch.Tensor:
+    """Decode 64x64 images (in threads) into a uint8 (N, 3, 64, 64) tensor.
+
+    ``unreadable(path, reason)`` builds the error for a file that is not a 64x64 image; by
+    default Tiny-ImageNet's corrupt-file error with ``how``.
+    """
+
+    def fail(path: Path, reason: BaseException | str) -> CalibenchError:
+        if unreadable is not None:
+            return unreadable(path, reason)
+        return corrupt_file_error("tiny_imagenet", path, reason, how)
+
     out = np.empty((len(paths), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, pixels in enumerate(pool.map(lambda p: _read_image(p, how), paths)):
+        for i, pixels in enumerate(pool.map(lambda p: _read_image(p, fail), paths)):
             out[i] = pixels
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-def _read_image(path: Path, how: str) -> np.ndarray:
+def _read_image(
+    path: Path, fail: Callable[[Path, BaseException | str], CalibenchError]
+) -> np.ndarray:
     from PIL import Image
 
     try:
         with Image.open(path) as img:
             rgb = img.convert("RGB")
     except READ_ERRORS as exc:
-        raise corrupt_file_error("tiny_imagenet", path, exc, how) from exc
+        raise fail(path, exc) from exc
     if rgb.size != (IMAGE_SIZE, IMAGE_SIZE):
-        found = f"{rgb.size[0]}x{rgb.size[1]} pixels, expected {IMAGE_SIZE}x{IMAGE_SIZE}"
-        raise corrupt_file_error("tiny_imagenet", path, found, how)
+        raise fail(path, f"{rgb.size[0]}x{rgb.size[1]} pixels, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
     return np.asarray(rgb)
 
 

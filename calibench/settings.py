@@ -1,0 +1,68 @@
+"""Typed settings: one coercion path for method hyperparameters, calibrator hyperparameters and
+training settings.
+
+A setting's dataclass annotation is its type; ``Literal[...]`` annotations hold the valid
+choices. Values come from TOML or ``--set``, so ints are accepted for floats (never bools), and
+every float must be finite (``inf`` and ``nan`` are rejected: no rate, margin or weight is
+meaningful there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from typing import Any
+
+from calibench.errors import CalibenchError
+
+_EXPECTED = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def coerce(value: Any, kind: Any, name: str) -> Any:
+    """``value`` as a value of type ``kind`` (a dataclass field's annotation), or a
+    :class:`CalibenchError` naming the setting ``name``, what it must be and what it got."""
+    origin = typing.get_origin(kind)
+    if origin is typing.Literal:
+        choices = typing.get_args(kind)
+        if any(value == c and type(value) is type(c) for c in choices):
+            return value
+        raise CalibenchError(
+            f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}."
+        )
+    if origin is tuple:
+        (item, *_rest) = typing.get_args(kind)
+        if not isinstance(value, list | tuple):
+            raise CalibenchError(f"{name} must be a list of numbers, got {value!r}.")
+        return tuple(coerce(v, item, f"{name} entry") for v in value)
+    if kind is float:
+        if _is_number(value) and math.isfinite(value):
+            return float(value)
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, kind):
+        return value
+    expected = _EXPECTED.get(kind, getattr(kind, "__name__", str(kind)))
+    raise CalibenchError(f"{name} must be {expected}, got {value!r}.")
+
+
+def field_types(cls: type) -> dict[str, tuple[Any, Any]]:
+    """Field name -> (resolved annotation, default) of dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: (hints[f.name], f.default) for f in dataclasses.fields(cls)}
+
+
+def build_settings(cls: type, values: dict[str, Any], what: str, noun: str = "setting") -> Any:
+    """Instantiate dataclass ``cls`` from ``values``, each coerced to its field's type; unknown
+    names are one error listing the valid ones. ``what`` prefixes every message."""
+    fields = field_types(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        valid = ", ".join(fields) or "(none)"
+        raise CalibenchError(f"{what} has no {noun} {', '.join(unknown)}. Valid: {valid}.")
+    return cls(**{k: coerce(v, fields[k][0], f"{what}: {k}") for k, v in values.items()})

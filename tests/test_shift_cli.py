@@ -1,0 +1,98 @@
+"""Dataset shift end to end: train, evaluate on the corrupted test sets, and check that the
+report's numbers equal a recomputation from the stored logits."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fake_datasets import write_fake_cifar10, write_fake_cifar_c
+
+from calibench.cli import main
+from calibench.evaluation import metrics_of_probabilities
+from calibench.metrics import softmax
+from calibench.shift import OFFICIAL_CORRUPTIONS
+from calibench.shift_eval import read_shift_logits
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _run_dirs(out: Path) -> list[Path]:
+    return sorted(p.parent for p in out.glob("runs/*/*/*/*/metrics.json"))
+
+
+def test_fake_cifar10_c_through_run_evaluate_and_report(tmp_path, bypass_md5):
+    data = tmp_path / "data"
+    clean = write_fake_cifar10(data, n_train_per_batch=8, n_test=10)
+    write_fake_cifar_c(data, list(OFFICIAL_CORRUPTIONS), clean.test_labels)
+    out = tmp_path / "out"
+    common = ["--data-root", str(data), "--output", str(out)]
+    train = ["run", "--datasets", "cifar10", "--methods", "ce,mixup", "--epochs", "1"]
+    train += ["--backbones", "small_cnn", "--set", "training.batch_size=8", "--device", "cpu"]
+    assert main([*train, *common]) == 0
+    assert not list(out.glob("runs/**/shift-*.npz"))
+    evaluate = ["evaluate", "--shift", "cifar10-c", "--corruptions", "fog,contrast"]
+    assert main([*evaluate, "--device", "cpu", "--output", str(out)]) == 0
+    assert main(["report", "--output", str(out)]) == 0
+
+    shift = pd.read_csv(out / "report" / "shift.csv")
+    assert set(shift["method"]) == {"ce", "mixup"}
+    assert set(shift["corruption"]) == {"fog", "contrast"}
+    assert sorted(shift["severity"].unique()) == [1, 2, 3, 4, 5]
+    assert set(shift["set"]) == {"cifar10-c"}
+    for run_dir in _run_dirs(out):
+        temperature = json.loads((run_dir / "metrics.json").read_text())["temperature"]
+        run_id = json.loads((run_dir / "config.json").read_text())["run_id"]
+        stored = read_shift_logits(run_dir / "shift-cifar10-c.npz")
+        assert len(stored) == 2 * 5
+        for (corruption, severity), (logits, labels) in stored.items():
+            assert len(labels) == 10
+            for calibrator, probs in (
+                ("none", softmax(logits)),
+                ("temperature", softmax(logits.astype(np.float64) / temperature)),
+            ):
+                row = shift[
+                    (shift["run_id"] == run_id)
+                    & (shift["corruption"] == corruption)
+                    & (shift["severity"] == severity)
+                    & (shift["calibrator"] == calibrator)
+                ]
+                assert len(row) == 1
+                expected = metrics_of_probabilities(probs, labels)
+                for metric in ("acc", "ece", "adaece", "nll"):
+                    assert row[metric].item() == pytest.approx(expected[metric], rel=1e-9)
+    text = (out / "report" / "shift.md").read_text()
+    assert text.count("| cifar10-c |") == 2 * 5 * 2
+    assert list((out / "report" / "shift").glob("*.png"))
+
+
+def test_shift_of_another_dataset_is_rejected_before_training(tmp_path, capsys):
+    argv = ["run", "--methods", "ce", "--shift", "cifar10-c", "--output", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "--shift corrupt" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_real_fashion_mnist_with_generated_corruptions(tmp_path, monkeypatch):
+    if not DEBIAN_FASHION.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail("CI must install dataset-fashion-mnist (see .ci/run)")
+        pytest.skip("apt-get install dataset-fashion-mnist to run this test")
+    monkeypatch.setenv("CALIBENCH_DATA", str(tmp_path / "data"))
+    out = tmp_path / "out"
+    argv = ["run", "--datasets", "fashion_mnist", "--methods", "ce", "--backbones", "small_cnn"]
+    argv += ["--epochs", "1", "--shift", "corrupt", "--corruptions", "gaussian_noise,contrast"]
+    argv += ["--device", "cpu", "--output", str(out)]
+    assert main(argv) == 0
+    (run_dir,) = _run_dirs(out)
+    stored = read_shift_logits(run_dir / "shift-fashion_mnist-c-calibench.npz")
+    assert sorted(stored) == [(c, s) for c in ("contrast", "gaussian_noise") for s in range(1, 6)]
+    clean_acc = json.loads((run_dir / "metrics.json").read_text())["acc"]
+    worst = np.mean(stored[("gaussian_noise", 5)][0].argmax(1) == stored[("gaussian_noise", 5)][1])
+    assert clean_acc > 0.6 and worst < clean_acc
+    assert main(["report", "--output", str(out)]) == 0
+    assert "fashion_mnist-c-calibench" in (out / "report" / "shift.md").read_text()
