@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench gpu-data gpu-check gpu-check-cpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,22 @@ test: $(STAMP)
 ## bench: loss-computation time per step of every method beside the model's forward/backward
 bench: $(STAMP)
 	$(VENV)/bin/calibench bench
+
+## gpu-data: copy Fashion-MNIST (Debian's dataset-fashion-mnist) to .gpu-data/ for the GPU check
+gpu-data:
+	@test -d /usr/share/datasets/fashion-mnist || { echo "apt-get install dataset-fashion-mnist first"; exit 1; }
+	mkdir -p .gpu-data/FashionMNIST/raw
+	cp /usr/share/datasets/fashion-mnist/*-ubyte.gz .gpu-data/FashionMNIST/raw/
+
+## gpu-check: on one CUDA GPU, offline, within 6 minutes: bench vs reference, fashion preset (docs/speed.md)
+# No venv here: the GPU machine has no network, so its own python3 (with torch) runs the check.
+GPU_PYTHON ?= python3
+gpu-check:
+	PYTHON=$(GPU_PYTHON) bash scripts/gpu_check.sh
+
+## gpu-check-cpu: every step of gpu-check on the CPU with tiny sizes, into results/gpu-rehearsal/
+gpu-check-cpu: $(STAMP)
+	PYTHON=$(VENV)/bin/python bash scripts/gpu_check.sh --rehearsal
 
 clean:
 	rm -rf $(VENV) build *.egg-info

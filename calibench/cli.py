@@ -175,16 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
-        help="time each method's loss beside the model's forward/backward per step",
-        description="Per training step: the whole step, the method's own loss work (mixing, "
-        "losses and their backward, measured with a stand-in model) and the remainder, which "
-        "is the model's forward/backward passes and the optimiser step.",
+        help="time each method's loss beside the model, or calibench against the reference",
+        description="Default: per training step, the whole step, the method's own loss work "
+        "(mixing, losses and their backward, measured with a stand-in model) and the "
+        "remainder, which is the model's forward/backward passes and the optimiser step.\n"
+        "--against reference: train-step throughput (input images/s), peak memory and FLOPs "
+        "of calibench's pipeline beside a rebuild of the official RankMixup training "
+        "pipeline (PIL transforms, DataLoader workers, float32), timed in alternating blocks "
+        "in one process; see docs/speed.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     bench.add_argument("--methods", type=_names, help="methods to time (default: all)")
     bench.add_argument(
         "--dataset",
         default="digits",
-        help="input shape and class count of the random batches (default digits)",
+        help="input shape and class count of the batches (default digits); with --against, "
+        "its real training split when readable offline, else random images of its shape",
     )
     bench.add_argument(
         "--backbone", default="small_cnn", help="backbone to time (default small_cnn)"
@@ -193,9 +199,49 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=_positive_int, default=128, help="images per batch (default 128)"
     )
     bench.add_argument(
-        "--steps", type=_positive_int, default=20, help="timed steps per method (default 20)"
+        "--steps",
+        type=_positive_int,
+        default=20,
+        help="timed steps per method (default 20); with --against, per block and path",
     )
     bench.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    bench.add_argument(
+        "--against",
+        choices=["reference"],
+        help="compare calibench's training pipeline with the reference pipeline",
+    )
+    bench.add_argument(
+        "--blocks",
+        type=_positive_int,
+        default=5,
+        help="with --against: alternating block pairs, medians taken over them (default 5)",
+    )
+    bench.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="with --against: calibench's precision (the reference is always fp32)",
+    )
+    bench.add_argument(
+        "--num-workers",
+        type=int,
+        help="with --against: the reference's DataLoader workers (default min(4, cpu count))",
+    )
+    bench.add_argument(
+        "--peak-tflops",
+        type=float,
+        help="with --against: the device's peak TFLOP/s for MFU (default: the datasheet "
+        "table of docs/speed.md, CUDA only)",
+    )
+    bench.add_argument(
+        "--data-root", help="with --against: dataset folder (default as for calibench run)"
+    )
+    bench.add_argument(
+        "--json", action="store_true", help="with --against: print JSON instead of the table"
+    )
+    bench.add_argument(
+        "--output", type=Path, metavar="FILE", help="with --against: also write the JSON here"
+    )
     bench.add_argument("--plugins", nargs="+", default=[], metavar="DIR")
     bench.add_argument("--config", type=Path)
 
@@ -505,9 +551,18 @@ def cmd_metrics(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    import json
+    from functools import partial
+
     from rich.table import Table
 
-    from calibench.bench import bench_methods
+    from calibench.bench import (
+        bench_methods,
+        compare_with_reference,
+        comparison_document,
+        comparison_table,
+        write_comparison,
+    )
     from calibench.config import expand_methods
     from calibench.models import check_backbone_name
     from calibench.registry import DATASETS
@@ -518,6 +573,36 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     DATASETS.get(args.dataset)
     check_backbone_name(args.backbone)
     device = resolve_device(args.device)
+    if args.against:
+        comparison = compare_with_reference(
+            methods,
+            args.dataset,
+            args.backbone,
+            args.batch_size,
+            args.steps,
+            args.blocks,
+            device,
+            precision=args.precision,
+            num_workers=args.num_workers,
+            data_root=args.data_root,
+            peak_tflops=args.peak_tflops,
+            on_row=partial(write_comparison, path=args.output) if args.output else None,
+        )
+        if args.json:
+            print(json.dumps(comparison_document(comparison), indent=2))
+        else:
+            console.print(comparison_table(comparison))
+        return 0
+    only_against = (
+        ("--json", args.json),
+        ("--output", args.output),
+        ("--num-workers", args.num_workers),
+        ("--peak-tflops", args.peak_tflops),
+        ("--precision bf16", args.precision == "bf16"),
+    )
+    given = [flag for flag, value in only_against if value not in (None, False)]
+    if given:
+        raise CalibenchError(f"{', '.join(given)} only apply with --against reference.")
     rows = bench_methods(methods, args.dataset, args.backbone, args.batch_size, args.steps, device)
     base = next((r for r in rows if r.method == "ce"), rows[0])
     table = Table(
