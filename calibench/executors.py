@@ -228,4 +228,4 @@ def run_slurm(
             )
     if not wait:
         return jobs
-    return [_outcome(spec, job.result()) for spec, job in zip(todo, jobs, strict=True)]
+    return [_outcome(spec, job.results()[0]) for spec, job in zip(todo, jobs, strict=True)]
