@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--gpus-per-run",
         type=_positive_int,
+        metavar="N",
         help="processes (one GPU each, or CPU processes with --device cpu) that train each run "
         "together with DistributedDataParallel: start the command with torchrun "
         "--nproc_per_node N, or use --executor slurm (default 1; torchrun's WORLD_SIZE)",

@@ -153,6 +153,8 @@ def process_group(device: torch.device, launch: Launch | None = None) -> Iterato
             )
     if device.type == "cuda":
         torch.cuda.set_device(launch.local_rank % torch.cuda.device_count())
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(cpu_threads())
     dist.init_process_group(
         backend_for(device), rank=launch.rank, world_size=launch.world_size, timeout=TIMEOUT
     )
@@ -160,6 +162,14 @@ def process_group(device: torch.device, launch: Launch | None = None) -> Iterato
         yield launch
     finally:
         dist.destroy_process_group()
+
+
+def cpu_threads() -> int:
+    """Threads for one CPU training process: the CPUs this process may use divided among the
+    node's processes (``LOCAL_WORLD_SIZE``), at least 1; more makes gloo's ranks compete for
+    cores and slows training many times over."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cpus or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def barrier() -> None:

@@ -208,7 +208,7 @@ def train_one_epoch(
     """One pass over the training data; returns the epoch means of the loss and its terms
     (averaged over the ranks of a multi-process run). The running loss is checked every
     :data:`FINITE_CHECK_EVERY` steps and the parameters at the end; a non-finite value raises
-    :class:`RunFailed` (on every rank: the checks use the loss summed over the ranks)."""
+    :class:`RunFailed` (on every rank: the checks use the loss averaged over the ranks)."""
     net = p.ddp if p.ddp is not None else p.model
     net.train()
     model = MixedPrecisionForward(net) if precision == "bf16" else net

@@ -28,7 +28,7 @@ from calibench import CalibenchError, distributed, get_method
 from calibench.cli import main as cli_main
 from calibench.config import RunSpec
 from calibench.data import DataRequest, DatasetSpec, DeviceLoader, Split, StreamLoader
-from calibench.data.imagenet import load_imagenet
+from calibench.data.imagenet import imagenet_dataset, load_imagenet
 from calibench.data.stream import eval_view, random_resized_crop_box, train_view
 from calibench.discovery import load_plugin_dir
 from calibench.evaluation import evaluate_logits
@@ -76,8 +76,9 @@ def free_port() -> int:
 
 def write_fake_imagenet(root: Path, train_per_class: int = 6, val_per_class: int = 2) -> None:
     """ImageFolder layout: imagenet/{train,val}/<wnid>/*.JPEG, images of 32x40 or 40x32 whose
-    channel k is bright for class k. One training file is a grayscale JPEG and one is a PNG
-    named .JPEG, as the real training set has."""
+    channel k is bright for class k. One training file is a grayscale JPEG, one a CMYK JPEG and
+    one a PNG named .JPEG, as the real training set has."""
+    from PIL import Image
     from torchvision.io import encode_png, write_file, write_jpeg
 
     rng = np.random.default_rng(0)
@@ -94,6 +95,9 @@ def write_fake_imagenet(root: Path, train_per_class: int = 6, val_per_class: int
                     write_jpeg(image[:1], str(path))
                 elif split == "train" and (k, i) == (1, 2):
                     write_file(str(path), encode_png(image))
+                elif split == "train" and (k, i) == (2, 3):
+                    rgb = Image.fromarray(image.permute(1, 2, 0).numpy())
+                    rgb.convert("CMYK").save(path, format="JPEG")
                 else:
                     write_jpeg(image, str(path), quality=95)
 
@@ -316,9 +320,7 @@ def test_imagenet_listing_split_and_layout_errors(tmp_path):
 def test_stream_loader_batches_do_not_depend_on_shards_workers_or_decoding_place(tmp_path):
     write_fake_imagenet(tmp_path)
     data = load_imagenet(DataRequest(tmp_path), num_classes=3)
-    spec = DATASETS.get("imagenet").__class__(
-        **{**DATASETS.get("imagenet").__dict__, "num_classes": 3}
-    )
+    spec = imagenet_dataset("imagenet_small", num_classes=3, crop_size=24, resize_size=28)
     cpu = torch.device("cpu")
 
     def epoch(rank=0, world=1, workers=0, on_device=False, train=True):
@@ -337,7 +339,7 @@ def test_stream_loader_batches_do_not_depend_on_shards_workers_or_decoding_place
         return list(loader)
 
     whole = epoch()
-    assert len(whole) == 3 and whole[0][0].shape == (4, 3, 224, 224)
+    assert len(whole) == 3 and whole[0][0].shape == (4, 3, 24, 24)
     for other in (epoch(workers=1), epoch(on_device=True)):
         assert all(
             torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
