@@ -161,6 +161,10 @@ def _rank_main(rank: int, world: int, port: int, tmp: Path) -> None:
             seed = distributed.method_seed(1, rank)
             grads[method] = loss_gradients(model, method, x[rank::world], y[rank::world], seed, net)
         torch.save(grads, tmp / f"grads{rank}.pt")
+        try:
+            distributed.wrap_model(MLP(), torch.device("cpu"), sync_bn=True)
+        except CalibenchError as exc:
+            (tmp / f"sync_bn{rank}.txt").write_text(str(exc))
         run_one(tiny_spec("rankmixup_mrl", epochs=1), Store(tmp / "digits"))
         cli_main(cli_args(tmp, "0,1"))
 
@@ -380,6 +384,11 @@ def test_ddp_gradients_of_a_two_forward_method_are_the_mean_of_the_ranks(ranks):
         assert not all(torch.allclose(g, w) for g, w in zip(got, whole, strict=True))
 
 
+def test_sync_bn_on_cpu_processes_is_a_clear_error(ranks):
+    for rank in range(2):
+        assert "sync_bn needs CUDA" in (ranks / f"sync_bn{rank}.txt").read_text()
+
+
 def test_two_process_digits_run_is_evaluated_once_on_the_full_test_set(ranks):
     run_dir, spec = stored_run(ranks / "digits", 0)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -425,8 +434,8 @@ def test_torchrun_launches_the_run_command(tmp_path):
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",
         "--nproc_per_node=2",
-        f"--master_port={free_port()}",
         "-m",
         "calibench.cli",
         "run",
