@@ -136,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes executor: runs trained at once on each device (small models fill a "
         "large GPU only several at a time; default 1)",
     )
+    run.add_argument(
+        "--gpus-per-run",
+        type=_positive_int,
+        metavar="N",
+        help="processes (one GPU each, or CPU processes with --device cpu) that train each run "
+        "together with DistributedDataParallel: start the command with torchrun "
+        "--nproc_per_node N, or use --executor slurm (default 1; torchrun's WORLD_SIZE)",
+    )
     _common(run)
 
     report = sub.add_parser(
@@ -402,6 +410,7 @@ def _setup(args: argparse.Namespace) -> tuple[dict, list[Path], Path]:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from calibench import distributed
     from calibench.config import Overrides, build_run_specs
     from calibench.executors import run_local, run_processes, run_slurm, visible_gpus
     from calibench.progress import RichProgress, print_outcomes
@@ -425,32 +434,37 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             device=args.device,
         ),
     )
-    resolve_device(args.device)
+    device = resolve_device(args.device)
+    gpus_per_run = distributed.processes_per_run(args.gpus_per_run, args.executor)
     if args.shift:
         from calibench.shift import check_shift
 
         for spec in specs:
             check_shift(args.shift, spec.dataset)
     store = Store(args.output)
-    console.print(f"{len(specs)} runs -> {store.root}", highlight=False, markup=False)
-    progress = RichProgress(console, len(specs))
-    if args.log == "tensorboard":
-        from calibench.tensorboard_log import TensorBoardProgress
+    with distributed.process_group(device):
+        if not distributed.is_main():
+            console = Console(quiet=True)
+        console.print(f"{len(specs)} runs -> {store.root}", highlight=False, markup=False)
+        progress = RichProgress(console, len(specs))
+        if args.log == "tensorboard":
+            from calibench.tensorboard_log import TensorBoardProgress
 
-        progress = TensorBoardProgress(progress, store)
-    retry = args.retry_failed
-    if args.executor == "slurm":
-        outcomes = run_slurm(
-            specs, store, dirs, dict(config.get("slurm", {})), args.force, retry_failed=retry
-        )
-    elif args.executor == "processes":
-        devices = args.devices or visible_gpus()
-        outcomes = run_processes(
-            specs, store, devices, dirs, args.force, progress, retry, args.runs_per_device
-        )
-    else:
-        outcomes = run_local(specs, store, args.force, progress, retry)
-    if args.shift:
+            progress = TensorBoardProgress(progress, store)
+        retry = args.retry_failed
+        if args.executor == "slurm":
+            slurm = dict(config.get("slurm", {}))
+            outcomes = run_slurm(
+                specs, store, dirs, slurm, args.force, retry_failed=retry, gpus_per_run=gpus_per_run
+            )
+        elif args.executor == "processes":
+            devices = args.devices or visible_gpus()
+            outcomes = run_processes(
+                specs, store, devices, dirs, args.force, progress, retry, args.runs_per_device
+            )
+        else:
+            outcomes = run_local(specs, store, args.force, progress, retry)
+    if args.shift and distributed.is_main():
         _evaluate_shift(store, [o.spec for o in outcomes], args, console)
     return print_outcomes(outcomes, console)
 

@@ -50,6 +50,7 @@ class Training:
     n_bins: int = 15
     precision: Literal["fp32", "bf16"] = "fp32"
     pretrained: bool = False
+    sync_bn: bool = False
 
     def milestone_epochs(self) -> list[int]:
         """Epochs after which the learning rate is multiplied by ``lr_decay``."""
@@ -60,7 +61,7 @@ TRAINING_TYPES = field_types(Training)
 TRAINING_KEYS = set(TRAINING_TYPES)
 MAX_BINS = 1000
 MAX_EPOCHS = 100_000
-ADDED_LATER = {"precision": "fp32", "pretrained": False}
+ADDED_LATER = {"precision": "fp32", "pretrained": False, "sync_bn": False}
 """Training settings added after stores existed: they enter the run id only when they differ
 from these values, so the runs of an existing store keep their ids."""
 

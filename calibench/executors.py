@@ -4,7 +4,8 @@ or as jobs on a SLURM cluster through submitit.
 Every executor does the same per spec (:func:`calibench.runner.run_one`): skip it when the
 store holds it complete, failed or claimed by a live process, otherwise claim and train it,
 resuming from its last checkpoint. Workers and jobs share the store; SQLite serialises their
-claims. Worker processes die with the command that started them.
+claims. Worker processes die with the command that started them. With ``gpus_per_run`` > 1 a
+SLURM job runs one task per process of the run (calibench/distributed.py).
 """
 
 from __future__ import annotations
@@ -51,14 +52,24 @@ def _train_in_worker(
     plugin_dirs: list[str],
     force: bool,
     retry_failed: bool = False,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """Entry point of a worker process or cluster job: load plugins, run one spec; returns the
-    outcome as a dict (status, metrics, reason)."""
+    outcome as a dict (status, metrics, reason). With ``processes`` > 1 this is one task of a
+    SLURM job: submitit's TorchDistributedEnvironment puts the rank, world size and master
+    address in the environment and the tasks train the spec together."""
+    from calibench import distributed
     from calibench.discovery import discover_plugins
+    from calibench.train import resolve_device
 
     discover_plugins([Path(p) for p in plugin_dirs])
     spec = RunSpec.from_dict(spec_dict)
-    outcome = run_one(spec, Store(Path(output)), force=force, retry_failed=retry_failed)
+    if processes > 1:
+        import submitit
+
+        submitit.helpers.TorchDistributedEnvironment().export(overwrite=True)
+    with distributed.process_group(resolve_device(spec.device)):
+        outcome = run_one(spec, Store(Path(output)), force=force, retry_failed=retry_failed)
     return {
         "run_id": spec.run_id,
         **outcome.metrics,
@@ -172,12 +183,15 @@ def run_slurm(
     force: bool = False,
     wait: bool = True,
     retry_failed: bool = False,
+    gpus_per_run: int = 1,
 ) -> list[Any]:
     """Submit one SLURM job per pending spec with submitit (``pip install calibench[slurm]``).
 
     ``slurm`` holds submitit's parameters (``timeout_min``, ``gpus_per_node``, ``slurm_partition``
     ...) and optionally ``cluster`` (``slurm``, or ``local``/``debug`` to try a setup without a
-    cluster). A job that is pre-empted or times out resumes from its checkpoint when resubmitted."""
+    cluster). A job that is pre-empted or times out resumes from its checkpoint when resubmitted.
+    ``gpus_per_run`` > 1 trains each run with that many tasks on one node (``tasks_per_node``;
+    ``gpus_per_node`` too unless it is 0, for CPU processes), one GPU each."""
     try:
         import submitit
     except ImportError:
@@ -185,6 +199,10 @@ def run_slurm(
             "the slurm executor needs submitit: pip install 'calibench[slurm]'."
         ) from None
     params = dict(slurm)
+    if gpus_per_run > 1:
+        params["tasks_per_node"] = gpus_per_run
+        if params.get("gpus_per_node", 0):
+            params["gpus_per_node"] = gpus_per_run
     executor = submitit.AutoExecutor(
         folder=store.root / "slurm" / "%j", cluster=params.pop("cluster", None)
     )
@@ -205,8 +223,9 @@ def run_slurm(
                     [str(p) for p in plugin_dirs],
                     force,
                     retry_failed,
+                    gpus_per_run,
                 )
             )
     if not wait:
         return jobs
-    return [_outcome(spec, job.result()) for spec, job in zip(todo, jobs, strict=True)]
+    return [_outcome(spec, job.results()[0]) for spec, job in zip(todo, jobs, strict=True)]

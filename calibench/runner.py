@@ -4,14 +4,20 @@ train it while a heartbeat renews the lease, and record how it ended.
 A run that fails (non-finite loss, an error inside its method) is marked ``failed`` with the
 reason and the sweep goes on; an interruption marks it ``interrupted`` and stops the sweep; bad
 input (:class:`CalibenchError`) and storage errors (``OSError``) stop the command.
+
+In a multi-process run (calibench/distributed.py) every rank calls :func:`run_one` for the same
+spec; rank 0 alone reads and writes the store (status, claim, heartbeat, outcome) and tells the
+other ranks what it decided.
 """
 
 from __future__ import annotations
 
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from calibench import distributed
 from calibench.config import RunSpec
 from calibench.store import Claim, Store, read_json
 from calibench.train import RunFailed, RunProgress, prepare, train
@@ -69,24 +75,30 @@ def run_one(
     retry_failed: bool = False,
 ) -> Outcome:
     """Train ``spec`` unless the store says to skip it; never raises for a failed run."""
-    status = store.status(spec)
+    main = distributed.is_main()
+    progress = progress if main else None
+    status = distributed.broadcast_object(store.status(spec) if main else None)
     if status == "running" or (status in ("complete", "failed") and not force):
         if status != "failed" or not retry_failed:
             return _skipped(spec, status, progress)
     p = prepare(spec)
-    claim = store.claim(spec, force=force, retry_failed=retry_failed)
+    claim = store.claim(spec, force=force, retry_failed=retry_failed) if main else None
+    claim = distributed.broadcast_object(claim)
     if isinstance(claim, str):
         return _skipped(spec, claim, progress)
     try:
-        with Heartbeat(store, claim):
-            metrics = train(claim, p, store, progress, lambda e: store.renew(claim, e))
+        with Heartbeat(store, claim) if main else nullcontext():
+            renew = (lambda e: store.renew(claim, e)) if main else None
+            metrics = distributed.broadcast_object(train(claim, p, store, progress, renew))
     except RunFailed as exc:
-        store.fail(claim, exc.reason, exc.epoch)
+        if main:
+            store.fail(claim, exc.reason, exc.epoch)
         if progress:
             progress.fail(spec, f"epoch {exc.epoch}: {exc.reason}" if exc.epoch else exc.reason)
         return Outcome(spec, "failed", reason=exc.reason)
     except BaseException:
-        store.interrupt(claim)
+        if main:
+            store.interrupt(claim)
         raise
     return Outcome(spec, "complete", metrics)
 

@@ -6,6 +6,10 @@ accuracy (docs/protocol.md, "Training"). The method supplies the loss; everythin
 identical for every method. A checkpoint after every epoch (the two newest are kept) lets an
 interrupted run resume exactly. A non-finite loss or parameter, or an error inside the method,
 raises :class:`RunFailed` with the reason and the epoch.
+
+One run can train over several processes (calibench/distributed.py, docs/imagenet.md): every
+rank trains its shard of each global batch through DistributedDataParallel; rank 0 alone
+evaluates (on the full splits, with the unwrapped model) and writes to the store.
 """
 
 from __future__ import annotations
@@ -24,8 +28,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from calibench import distributed
 from calibench.config import RunSpec
-from calibench.data import DataRequest, DatasetSpec, DeviceLoader, ImageData, default_data_root
+from calibench.data import (
+    DataRequest,
+    DatasetSpec,
+    DeviceLoader,
+    ImageData,
+    StreamLoader,
+    default_data_root,
+    make_loader,
+)
 from calibench.errors import CalibenchError
 from calibench.evaluation import evaluate_logits
 from calibench.method import Loss, Method, TrainingSetup, get_method, training_loss
@@ -101,11 +114,14 @@ class Prepared:
     generator: torch.Generator
     device: torch.device
     ood: dict[str, ImageData]
+    ddp: nn.Module | None = None
+    """The DistributedDataParallel wrapper that trains ``model`` in a multi-process run."""
 
 
 def prepare(spec: RunSpec) -> Prepared:
-    """Load the data and build model, method, optimiser, schedule and generator for ``spec``."""
-    device = resolve_device(spec.device)
+    """Load the data and build model, method, optimiser, schedule and generator for ``spec``
+    (in a multi-process run: this rank's device, the DDP wrapper, this rank's method seed)."""
+    device = distributed.local_device(resolve_device(spec.device))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     dataset = DATASETS.get(spec.dataset)
@@ -116,6 +132,7 @@ def prepare(spec: RunSpec) -> Prepared:
             f"batch_size {t.batch_size} is larger than {spec.dataset}'s training split "
             f"({len(data.train)} images), so no full batch could be drawn. Lower batch_size."
         )
+    distributed.local_batch_size(t.batch_size, distributed.world_size())
     ood = {
         name: load_dataset(name, spec.data_root, spec.download, t.split_seed) for name in spec.ood
     }
@@ -124,6 +141,8 @@ def prepare(spec: RunSpec) -> Prepared:
     model = build_backbone(
         spec.backbone, dataset.num_classes, dataset.in_channels, dataset.image_size, **extra
     ).to(device)
+    ddp = distributed.wrap_model(model, device, t.sync_bn)
+    model = ddp.module if ddp is not None else model
     optimizer = torch.optim.SGD(
         model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
     )
@@ -131,10 +150,13 @@ def prepare(spec: RunSpec) -> Prepared:
         optimizer, milestones=t.milestone_epochs(), gamma=t.lr_decay
     )
     method = get_method(spec.method, **spec.hparams)
-    method.seed(spec.seed + 1)
+    rank = distributed.rank()
+    method.seed(distributed.method_seed(spec.seed + 1, rank))
     method.setup(TrainingSetup(len(data.train), dataset.num_classes))
     generator = torch.Generator().manual_seed(spec.seed + 2)
-    return Prepared(data, dataset, model, method, optimizer, scheduler, generator, device, ood)
+    if rank > 0:
+        torch.manual_seed(distributed.method_seed(spec.seed, rank))
+    return Prepared(data, dataset, model, method, optimizer, scheduler, generator, device, ood, ddp)
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
@@ -156,10 +178,12 @@ class MixedPrecisionForward(nn.Module):
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, loader: DeviceLoader, precision: str = "fp32") -> np.ndarray:
+def predict_logits(
+    model: nn.Module, loader: DeviceLoader | StreamLoader, precision: str = "fp32"
+) -> np.ndarray:
     """Eval-mode logits of every sample of ``loader``, in order, as float32."""
     model.eval()
-    with autocast(loader.images.device, precision):
+    with autocast(loader.device, precision):
         return torch.cat([model(x).float() for x, _ in loader]).cpu().numpy()
 
 
@@ -180,13 +204,15 @@ def _check_finite(value: torch.Tensor, what: str) -> None:
 
 
 def train_one_epoch(
-    p: Prepared, loader: DeviceLoader, grad_clip: float, precision: str = "fp32"
+    p: Prepared, loader: DeviceLoader | StreamLoader, grad_clip: float, precision: str = "fp32"
 ) -> dict[str, float]:
-    """One pass over the training data; returns the epoch means of the loss and its terms.
-    The running loss is checked every :data:`FINITE_CHECK_EVERY` steps and the parameters at
-    the end; a non-finite value raises :class:`RunFailed`."""
-    p.model.train()
-    model = MixedPrecisionForward(p.model) if precision == "bf16" else p.model
+    """One pass over the training data; returns the epoch means of the loss and its terms
+    (averaged over the ranks of a multi-process run). The running loss is checked every
+    :data:`FINITE_CHECK_EVERY` steps and the parameters at the end; a non-finite value raises
+    :class:`RunFailed` (on every rank: the checks use the loss averaged over the ranks)."""
+    net = p.ddp if p.ddp is not None else p.model
+    net.train()
+    model = MixedPrecisionForward(net) if precision == "bf16" else net
     sums: dict[str, torch.Tensor] = {}
     for step, (x, y, indices) in enumerate(loader.indexed(), 1):
         out = _check_loss(training_loss(p.method, model, x, y, indices), p.method)
@@ -199,24 +225,35 @@ def train_one_epoch(
             value = torch.as_tensor(value).detach().float()
             sums[name] = sums.get(name, 0) + value
         if step % FINITE_CHECK_EVERY == 0:
-            _check_finite(sums["loss"], "training loss")
+            _check_finite(distributed.all_reduce_mean([sums["loss"]])[0], "training loss")
+    sums = dict(zip(sums, distributed.all_reduce_mean(list(sums.values())), strict=True))
     _check_finite(sums["loss"], "training loss")
     _check_finite(nn.utils.get_total_norm(p.model.parameters()), "parameter norm")
     return {name: float(total) / len(loader) for name, total in sums.items()}
 
 
-def _checkpoint(p: Prepared, history: History) -> dict[str, Any]:
+def _rng_states(p: Prepared) -> dict[str, Any]:
     cuda = p.device.type == "cuda"
+    return {
+        "method_rng": p.method.rng_state(),
+        "method_state": p.method.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(p.device) if cuda else None,
+    }
+
+
+def _checkpoint(p: Prepared, history: History) -> dict[str, Any]:
+    """The resume state; rank 0's random states at the top level and the other ranks' in
+    ``other_ranks`` (gathering them is a collective: every rank calls this)."""
+    ranks = distributed.all_gather_object(_rng_states(p))
     return {
         "epoch": history.epoch,
         "model": p.model.state_dict(),
         "optimizer": p.optimizer.state_dict(),
         "scheduler": p.scheduler.state_dict(),
         "generator": p.generator.get_state(),
-        "method_rng": p.method.rng_state(),
-        "method_state": p.method.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state(p.device) if cuda else None,
+        **ranks[0],
+        "other_ranks": ranks[1:],
         "best": history.best,
         "best_weights": history.best_weights,
         "log": history.log,
@@ -228,11 +265,23 @@ def _restore(p: Prepared, state: dict[str, Any]) -> None:
     p.optimizer.load_state_dict(state["optimizer"])
     p.scheduler.load_state_dict(state["scheduler"])
     p.generator.set_state(state["generator"])
-    p.method.set_rng_state(state["method_rng"])
-    p.method.load_state_dict(state.get("method_state", {}))
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] is not None and p.device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda_rng"], p.device)
+    rng = _rank_rng_states(state, distributed.rank())
+    if rng is None:
+        return
+    p.method.set_rng_state(rng["method_rng"])
+    p.method.load_state_dict(rng.get("method_state", {}))
+    torch.set_rng_state(rng["torch_rng"])
+    if rng["cuda_rng"] is not None and p.device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda_rng"], p.device)
+
+
+def _rank_rng_states(state: dict[str, Any], rank: int) -> dict[str, Any] | None:
+    """Rank ``rank``'s saved random states, or None when fewer processes wrote the checkpoint
+    (that rank then keeps the fresh seeding of :func:`prepare`)."""
+    if rank == 0:
+        return state
+    others = state.get("other_ranks", [])
+    return others[rank - 1] if rank <= len(others) else None
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -293,31 +342,58 @@ def resume(p: Prepared, run_dir: Path, warn: Callable[[str], None]) -> History |
 
 
 def save_checkpoint(p: Prepared, history: History, run_dir: Path) -> None:
-    """Write ``last.pt``, keeping the previous one as ``last.prev.pt``."""
+    """Write ``last.pt``, keeping the previous one as ``last.prev.pt``. Every rank calls it
+    (the ranks' random states are gathered); rank 0 writes."""
+    state = _checkpoint(p, history)
+    if not distributed.is_main():
+        return
     newest, previous = (run_dir / name for name in CHECKPOINTS)
     if newest.exists():
         os.replace(newest, previous)
-    save_torch(newest, _checkpoint(p, history))
+    save_torch(newest, state)
 
 
 @dataclass
 class Loaders:
-    train: DeviceLoader
-    val: DeviceLoader
-    test: DeviceLoader
-    ood: dict[str, DeviceLoader]
+    train: DeviceLoader | StreamLoader
+    val: DeviceLoader | StreamLoader
+    test: DeviceLoader | StreamLoader
+    ood: dict[str, DeviceLoader | StreamLoader]
 
 
 def make_loaders(p: Prepared, t: Any) -> Loaders:
-    def evaluation(split: Any) -> DeviceLoader:
-        return DeviceLoader(split, p.dataset, t.eval_batch_size, p.device)
+    """Each split's loader (device-resident or streamed, as its dataset asks); the training
+    loader yields this rank's shard of every global batch, the others every sample."""
 
+    def evaluation(split: Any) -> DeviceLoader | StreamLoader:
+        return make_loader(split, p.dataset, t.eval_batch_size, p.device)
+
+    rank, world = distributed.rank(), distributed.world_size()
     return Loaders(
-        train=DeviceLoader(p.data.train, p.dataset, t.batch_size, p.device, True, p.generator),
+        train=make_loader(
+            p.data.train, p.dataset, t.batch_size, p.device, True, p.generator, rank, world
+        ),
         val=evaluation(p.data.val),
         test=evaluation(p.data.test),
         ood={name: evaluation(data.test) for name, data in p.ood.items()},
     )
+
+
+def validate(
+    p: Prepared, loader: DeviceLoader | StreamLoader, labels: np.ndarray, t: Any
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Calibration metrics and logits of the current weights on the validation split: rank 0
+    evaluates the whole split alone and every rank receives both (the logits feed a method's
+    end-of-epoch hook); non-finite logits raise :class:`RunFailed` on every rank."""
+    val, logits = None, None
+    if distributed.is_main():
+        logits = predict_logits(p.model, loader, t.precision)
+        if np.isfinite(logits).all():
+            val = calibration_metrics(logits, labels, t.n_bins)
+    val, logits = distributed.broadcast_object((val, logits))
+    if val is None:
+        raise RunFailed("non-finite validation logits: training diverged")
+    return val, logits
 
 
 def run_epochs(p: Prepared, loaders: Loaders, history: History, t: Any) -> Iterator[dict[str, Any]]:
@@ -331,9 +407,7 @@ def run_epochs(p: Prepared, loaders: Loaders, history: History, t: Any) -> Itera
         try:
             row.update(train_one_epoch(p, loaders.train, t.grad_clip, t.precision))
             p.scheduler.step()
-            val_logits = predict_logits(p.model, loaders.val, t.precision)
-            if not np.isfinite(val_logits).all():
-                raise RunFailed("non-finite validation logits: training diverged")
+            val, val_logits = validate(p, loaders.val, val_labels, t)
             p.method.on_epoch_end(epoch, val_logits, val_labels)
         except RunFailed as exc:
             raise RunFailed(exc.reason, epoch) from None
@@ -341,7 +415,6 @@ def run_epochs(p: Prepared, loaders: Loaders, history: History, t: Any) -> Itera
             raise
         except Exception as exc:
             raise RunFailed(f"{type(exc).__name__}: {exc}", epoch) from exc
-        val = calibration_metrics(val_logits, val_labels, t.n_bins)
         row.update(
             val_acc=val["acc"],
             val_nll=val["nll"],
@@ -375,35 +448,45 @@ def train(
     on_epoch: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Train the claimed run (resuming from its checkpoint unless the claim is fresh), evaluate
-    the best-validation model, store everything and return the metrics."""
+    the best-validation model, store everything and return the metrics. In a multi-process run
+    every rank calls this with the same claim; rank 0 alone writes and evaluates, and the
+    other ranks return an empty dict once training is done."""
     started = time.perf_counter()
     spec, run_dir, t = claim.spec, claim.dir, claim.spec.training
+    main = distributed.is_main()
     warn = progress.warn if progress else (lambda message: None)
-    if claim.fresh:
+    if claim.fresh and main:
         for name in (*CHECKPOINTS, "log.csv"):
             (run_dir / name).unlink(missing_ok=True)
+    distributed.barrier()
     history = resume(p, run_dir, warn)
     if history is None:
         history = History()
         if any((run_dir / name).exists() for name in CHECKPOINTS):
             p = prepare(spec)
-    else:
+    elif main:
         save_torch(run_dir / "best.pt", history.best_weights)
     loaders = make_loaders(p, t)
-    save_arrays(
-        run_dir / "split.npz", train_indices=p.data.train_indices, val_indices=p.data.val_indices
-    )
+    if main:
+        save_arrays(
+            run_dir / "split.npz",
+            train_indices=p.data.train_indices,
+            val_indices=p.data.val_indices,
+        )
     if progress:
         progress.start(spec, history.epoch + 1)
     for row in run_epochs(p, loaders, history, t):
-        if history.best["epoch"] == row["epoch"]:
+        if main and history.best["epoch"] == row["epoch"]:
             save_torch(run_dir / "best.pt", history.best_weights)
         save_checkpoint(p, history, run_dir)
-        write_text(run_dir / "log.csv", _csv(history.log))
+        if main:
+            write_text(run_dir / "log.csv", _csv(history.log))
         if on_epoch:
             on_epoch(row["epoch"])
         if progress:
             progress.epoch(row)
+    if not main:
+        return {}
 
     logits = final_logits(p, loaders, history, t)
     save_arrays(run_dir / "logits.npz", **logits)
@@ -414,6 +497,7 @@ def train(
         best_val_acc=history.best["val_acc"],
         train_seconds=time.perf_counter() - started,
         device=str(p.device),
+        processes=distributed.world_size(),
     )
     store.finish(claim, metrics)
     if progress:

@@ -90,7 +90,7 @@ def test_run_id_ignores_where_and_how_it_runs():
     ("overrides", "message"),
     [
         (Overrides(methods=["nope"]), r"unknown method 'nope'\. Valid methods: brier, camixup, ce"),
-        (Overrides(datasets=["imagenet"]), r"unknown dataset 'imagenet'\. Valid datasets:"),
+        (Overrides(datasets=["imagenet22k"]), r"unknown dataset 'imagenet22k'\. Valid datasets:"),
         (Overrides(backbones=["vgg99"]), r"unknown backbone 'vgg99'\. Valid backbones:"),
         (Overrides(preset="nope"), r"unknown preset 'nope'\. Valid presets:"),
         (Overrides(methods=["ce"], sets=["ce"]), "is not NAME.PARAM=VALUE"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from calibench.data.stream import StreamTransform
 from calibench.registry import DATASETS
 
 
@@ -70,7 +71,9 @@ class DatasetSpec:
 
     ``mean``/``std`` are per channel in [0, 1] units and are applied identically to train,
     validation and test. ``crop_padding`` > 0 turns on random-crop augmentation with that padding;
-    ``hflip`` turns on random horizontal flips (training batches only).
+    ``hflip`` turns on random horizontal flips (training batches only). ``stream`` marks a
+    dataset read from files batch by batch (its loader returns
+    :class:`~calibench.data.stream.FileSplit` splits) instead of held on the device.
     """
 
     name: str
@@ -83,6 +86,7 @@ class DatasetSpec:
     crop_padding: int = 0
     hflip: bool = False
     description: str = ""
+    stream: StreamTransform | None = None
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:

@@ -5,6 +5,11 @@ black, as in torchvision's RandomCrop) and then normalised, with batched tensor 
 by gather, horizontal flip by ``where``), with no worker processes. Shuffling and augmentation
 draw from a ``torch.Generator`` so runs are reproducible and resumable (the generator's state is
 checkpointed with the run).
+
+Sharding (one run over ``world_size`` processes, docs/imagenet.md): every process draws the same
+permutation and augments the whole global batch with the same draws, then keeps its own rows
+(positions ``rank, rank + world_size, ...``), so that the processes' batches together are, image
+for image, the single-process batch, and the generators of all processes stay equal.
 """
 
 from __future__ import annotations
@@ -48,10 +53,14 @@ class DeviceLoader:
         device: torch.device,
         train: bool = False,
         generator: torch.Generator | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
+        self.device = device
         self.batch_size = batch_size
+        self.rank, self.world_size = rank, world_size
         self.train = train
         self.spec = spec
         self.generator = generator if generator is not None else torch.Generator()
@@ -85,4 +94,6 @@ class DeviceLoader:
                 x = random_crop(x, self.spec.crop_padding, self.generator)
             if self.train and self.spec.hflip:
                 x = random_hflip(x, self.generator)
+            if self.world_size > 1:
+                x, idx = x[self.rank :: self.world_size], idx[self.rank :: self.world_size]
             yield self.normalise(x), self.labels[idx], idx

@@ -2,6 +2,7 @@
 
 from calibench.models import (
     densenet,  # noqa: F401
+    imagenet,  # noqa: F401
     resnet,  # noqa: F401
     small,  # noqa: F401
     wrn,  # noqa: F401
