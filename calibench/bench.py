@@ -532,7 +532,7 @@ def _compare_one(paths: _Paths, method_name: str) -> ComparisonRow:
         return m
 
     # train_one_epoch reads the model, the method and the optimiser of its first argument
-    trainer = SimpleNamespace(model=model, method=method(), optimizer=sgd(model))
+    trainer = SimpleNamespace(model=model, ddp=None, method=method(), optimizer=sgd(model))
     ref_method, ref_optimizer = method(), sgd(ref_model)
     ref_model.train()
 
