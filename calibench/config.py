@@ -106,6 +106,17 @@ class RunSpec:
         """The run id without the seed: runs that differ only by seed share it."""
         return _digest({k: v for k, v in self.identity().items() if k != "seed"})
 
+    def keys(self) -> dict[str, Any]:
+        """The columns that name this run in every per-run table."""
+        return {
+            "dataset": self.dataset,
+            "backbone": self.backbone,
+            "method": self.method,
+            "config_id": self.config_id,
+            "seed": self.seed,
+            "run_id": self.run_id,
+        }
+
     @property
     def label(self) -> str:
         return f"{self.method} / {self.dataset} / {self.backbone} / seed {self.seed}"

@@ -34,7 +34,7 @@ from torch import nn
 
 from calibench.errors import CalibenchError
 from calibench.registry import METHODS
-from calibench.settings import build_settings, field_types
+from calibench.settings import build_settings, dataclass_registrar, field_types
 
 
 @dataclass
@@ -177,15 +177,7 @@ def register_method(name: str):
             def loss(self, model, x, y): ...
     """
 
-    def decorate(cls: type[Method]) -> type[Method]:
-        if not issubclass(cls, Method):
-            raise TypeError(f"{cls.__name__} must subclass calibench.Method")
-        if "__dataclass_fields__" not in cls.__dict__:
-            cls = dataclass(cls)
-        cls.name = name
-        return METHODS.add(name, cls)
-
-    return decorate
+    return dataclass_registrar(METHODS, Method, name)
 
 
 def method_fields(name: str) -> dict[str, tuple[type, Any]]:

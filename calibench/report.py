@@ -262,16 +262,8 @@ def calibrator_table(
     """One row per run x post-hoc calibrator with its test metrics."""
     rows = []
     for _, spec, logits in runs:
-        ids = {
-            "dataset": spec.dataset,
-            "backbone": spec.backbone,
-            "method": spec.method,
-            "config_id": spec.config_id,
-            "seed": spec.seed,
-            "run_id": spec.run_id,
-        }
         rows += [
-            {**ids, **row}
+            {**spec.keys(), **row}
             for row in calibrator_rows(
                 transforms[spec.run_id],
                 logits["test_logits"],

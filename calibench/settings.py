@@ -73,3 +73,19 @@ def build_settings(cls: type, values: dict[str, Any], what: str, noun: str = "se
         valid = ", ".join(fields) or "(none)"
         raise CalibenchError(f"{what} has no {noun} {', '.join(unknown)}. Valid: {valid}.")
     return cls(**{k: coerce(v, fields[k][0], f"{what}: {k}") for k, v in values.items()})
+
+
+def dataclass_registrar(registry: Any, base: type, name: str) -> Any:
+    """A class decorator that makes a ``base`` subclass a dataclass (if it is not one yet),
+    names it ``name`` and adds it to ``registry``: the shared form of ``register_method`` and
+    ``register_calibrator``."""
+
+    def decorate(cls: type) -> type:
+        if not issubclass(cls, base):
+            raise TypeError(f"{cls.__name__} must subclass {base.__module__}.{base.__name__}")
+        if "__dataclass_fields__" not in cls.__dict__:
+            cls = dataclasses.dataclass(cls)
+        cls.name = name
+        return registry.add(name, cls)
+
+    return decorate

@@ -39,15 +39,7 @@ def shift_table(
             except (OSError, ValueError, KeyError) as exc:
                 warn(f"skipped damaged shift file {path} ({type(exc).__name__})")
                 continue
-            ids = {
-                "dataset": spec.dataset,
-                "backbone": spec.backbone,
-                "method": spec.method,
-                "config_id": spec.config_id,
-                "seed": spec.seed,
-                "run_id": spec.run_id,
-                "set": path.stem.removeprefix("shift-"),
-            }
+            ids = {**spec.keys(), "set": path.stem.removeprefix("shift-")}
             rows += [
                 {**ids, **row} for row in shift_rows(shifted, transforms, spec.training.n_bins)
             ]

@@ -177,11 +177,12 @@ class MixedPrecisionForward(nn.Module):
             return self.model(x).float()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_logits(
     model: nn.Module, loader: DeviceLoader | StreamLoader, precision: str = "fp32"
 ) -> np.ndarray:
-    """Eval-mode logits of every sample of ``loader``, in order, as float32."""
+    """Eval-mode logits of every sample of ``loader``, in order, as float32, under inference
+    mode (no autograd records) and in batches of ``eval_batch_size``."""
     model.eval()
     with autocast(loader.device, precision):
         return torch.cat([model(x).float() for x, _ in loader]).cpu().numpy()

@@ -8,14 +8,13 @@ Definitions and defaults: docs/calibrators.md.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from calibench.errors import CalibenchError
 from calibench.registry import CALIBRATORS
-from calibench.settings import build_settings, field_types
+from calibench.settings import build_settings, dataclass_registrar, field_types
 
 
 class Calibrator:
@@ -128,15 +127,7 @@ def register_calibrator(name: str):
             def _transform(self, logits): ...
     """
 
-    def decorate(cls: type[Calibrator]) -> type[Calibrator]:
-        if not issubclass(cls, Calibrator):
-            raise TypeError(f"{cls.__name__} must subclass calibench.calibrators.Calibrator")
-        if "__dataclass_fields__" not in cls.__dict__:
-            cls = dataclass(cls)
-        cls.name = name
-        return CALIBRATORS.add(name, cls)
-
-    return decorate
+    return dataclass_registrar(CALIBRATORS, Calibrator, name)
 
 
 def calibrator_fields(name: str) -> dict[str, tuple[type, Any]]:
