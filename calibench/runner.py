@@ -1,20 +1,26 @@
 """One run, start to end, as every executor does it: look it up in the store, claim its lease,
 train it while a heartbeat renews the lease, and record how it ended.
 
-A run that fails (non-finite loss, an error inside its method) is marked ``failed`` with the
-reason and the sweep goes on; an interruption marks it ``interrupted`` and stops the sweep; bad
-input (:class:`CalibenchError`) and storage errors (``OSError``) stop the command.
+A run that fails (non-finite loss, an error inside its method, any unexpected error while it is
+built, trained or evaluated) is marked ``failed`` with the reason and the sweep goes on; an
+interruption marks it ``interrupted`` and stops the sweep; bad input (:class:`CalibenchError`)
+and storage errors (``OSError``) stop the command. docs/reliability.md states the rules.
 """
 
 from __future__ import annotations
 
 import threading
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
 from calibench.config import RunSpec
-from calibench.store import Claim, Store, read_json
+from calibench.errors import CalibenchError
+from calibench.store import Claim, Store, read_json, write_text
 from calibench.train import RunFailed, RunProgress, prepare, train
+
+STOPS_THE_COMMAND = (CalibenchError, OSError)
+"""Errors that are not one run's fault: bad input and an unusable results folder."""
 
 HEARTBEAT_SECONDS = 30.0
 
@@ -68,27 +74,70 @@ def run_one(
     force: bool = False,
     retry_failed: bool = False,
 ) -> Outcome:
-    """Train ``spec`` unless the store says to skip it; never raises for a failed run."""
-    status = store.status(spec)
+    """Train ``spec`` unless the store says to skip it; never raises for a failed run (only
+    for bad input, an unusable results folder and an interruption)."""
+    status = store.status(spec, thorough=True)
     if status == "running" or (status in ("complete", "failed") and not force):
         if status != "failed" or not retry_failed:
             return _skipped(spec, status, progress)
-    p = prepare(spec)
+    damage = store.damage(spec)
+    if damage and progress:
+        progress.warn(f"{spec.label}: its stored result is damaged ({damage}); recomputing it")
+    failure: RunFailed | None = None
+    try:
+        p = prepare(spec)
+    except (*STOPS_THE_COMMAND, KeyboardInterrupt):
+        raise
+    except (Exception, SystemExit) as exc:
+        failure = _unexpected(exc, "while building the run")
     claim = store.claim(spec, force=force, retry_failed=retry_failed)
     if isinstance(claim, str):
         return _skipped(spec, claim, progress)
     try:
+        if failure:
+            raise failure
         with Heartbeat(store, claim):
             metrics = train(claim, p, store, progress, lambda e: store.renew(claim, e))
     except RunFailed as exc:
-        store.fail(claim, exc.reason, exc.epoch)
-        if progress:
-            progress.fail(spec, f"epoch {exc.epoch}: {exc.reason}" if exc.epoch else exc.reason)
-        return Outcome(spec, "failed", reason=exc.reason)
+        return _failed(store, claim, exc, progress)
+    except (*STOPS_THE_COMMAND, KeyboardInterrupt):
+        _release_quietly(store, claim)
+        raise
+    except (Exception, SystemExit) as exc:
+        return _failed(store, claim, _unexpected(exc, "while training"), progress)
     except BaseException:
-        store.interrupt(claim)
+        _release_quietly(store, claim)
         raise
     return Outcome(spec, "complete", metrics)
+
+
+def _unexpected(exc: BaseException, when: str) -> RunFailed:
+    failure = RunFailed(f"{type(exc).__name__} {when}: {exc}", getattr(exc, "epoch", None))
+    failure.details = "".join(traceback.format_exception(exc))
+    return failure
+
+
+def _failed(store: Store, claim: Claim, exc: RunFailed, progress: RunProgress | None) -> Outcome:
+    """Record a failed run (with the traceback of an unexpected error in ``error.txt``)."""
+    details = getattr(exc, "details", None) or (
+        "".join(traceback.format_exception(exc.__cause__)) if exc.__cause__ else None
+    )
+    if details:
+        write_text(claim.dir / "error.txt", details)
+    store.fail(claim, exc.reason, exc.epoch)
+    reason = f"epoch {exc.epoch}: {exc.reason}" if exc.epoch else exc.reason
+    if progress:
+        progress.fail(claim.spec, reason)
+    return Outcome(claim.spec, "failed", reason=reason)
+
+
+def _release_quietly(store: Store, claim: Claim) -> None:
+    """Mark an interrupted run so; a failure to do so (the store itself may be what failed)
+    must not hide the error that stopped the run, and the lease dies with this process."""
+    try:
+        store.interrupt(claim)
+    except (CalibenchError, OSError):
+        pass
 
 
 def _skipped(spec: RunSpec, status: str, progress: RunProgress | None) -> Outcome:
