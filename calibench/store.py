@@ -28,7 +28,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,13 +154,24 @@ def owner_alive(owner: str | None, heartbeat: float | None) -> bool:
         return False
     host, _, pid = owner.rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+        return _process_lives(int(pid))
     return True
+
+
+def _process_lives(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists and has not exited (a zombie, an exited
+    process its parent has not reaped yet, counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
 
 
 def result_problem(path: Path, thorough: bool = False) -> str | None:
@@ -216,15 +227,18 @@ class Store:
     @contextmanager
     def _db(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
         self.root.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+        conn: sqlite3.Connection | None = None
         try:
+            conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
             conn.execute(SCHEMA)
             _migrate(conn)
             conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
@@ -243,7 +257,8 @@ class Store:
                 "`calibench status` rebuilds the index from the run folders."
             ) from None
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     def run_dir(self, spec: RunSpec) -> Path:
         return (

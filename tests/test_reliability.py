@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -355,7 +356,10 @@ def test_damaged_complete_run_is_reported_listed_and_recomputed(store_copy, caps
 
     assert main(["status", "--output", str(store_copy)]) == 0
     listing = " ".join(capsys.readouterr().out.split())
-    assert "stored result damaged: logits.npz is damaged" in listing
+    assert "damaged" in listing
+    found = {r["method"]: r for r in store.runs()}
+    assert found["ce"]["status"] == "interrupted"
+    assert found["ce"]["error"].startswith("stored result damaged: logits.npz is damaged")
     assert "1 complete, 1 interrupted" in listing
 
     assert main(["report", "--output", str(store_copy)]) == 0
@@ -469,12 +473,44 @@ def test_broken_plugins_under_the_processes_executor(tmp_path, broken_plugins, c
     assert "sweep: 1 complete, 3 failed" in " ".join(capsys.readouterr().out.split())
 
 
-# 6. The parent of the workers killed -------------------------------------------------------
+# 6. The parent of the workers killed; 7. two commands on the same output ------------------
+
+GATED = '''
+import os
+import time
+import torch.nn.functional as F
+from calibench import Loss, Method, register_method
+
+@register_method("gated")
+class Gated(Method):
+    """Cross-entropy that, after `steps` training steps, waits until the file `gate` exists:
+    a run that is surely still training when a test acts on it."""
+    steps: int = 0
+    gate: str = ""
+
+    def loss(self, model, x, y):
+        self.calls = getattr(self, "calls", 0) + 1
+        while self.calls > self.steps and not os.path.exists(self.gate):
+            time.sleep(0.05)
+        ce = F.cross_entropy(model(x), y)
+        return Loss(ce, {"ce": ce})
+'''
+
+
+@pytest.fixture
+def gated(tmp_path):
+    """A plugin folder with the method ``gated``, and the path of its gate file."""
+    folder = tmp_path / "gated_plugin"
+    folder.mkdir()
+    (folder / "gated.py").write_text(GATED)
+    yield folder, tmp_path / "gate"
+    METHODS.unregister("gated")
+    sys.modules.pop("calibench_plugins.gated_plugin.gated", None)
 
 
 def _gone(pid: int) -> bool:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] in "ZX"
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] in "ZX"
     except OSError:
         return True
 
@@ -483,60 +519,92 @@ def _wait_for(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
+        time.sleep(0.1)
+
+
+def _all_rows(out: Path) -> list[dict]:
+    db = out / "calibench.db"
+    if not db.exists():
+        return []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in conn.execute("SELECT * FROM runs ORDER BY seed")]
+        except sqlite3.OperationalError:
+            return []
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_killing_the_parent_kills_its_workers_and_a_rerun_takes_over(tmp_path):
+def test_killing_the_parent_kills_its_workers_and_a_rerun_takes_over(tmp_path, gated):
+    from calibench.discovery import load_plugin_dir
+    from calibench.train import load_dataset
+
+    plugins, gate = gated
     out = tmp_path / "out"
-    args = ["run", "--methods", "ce,ls", "--epochs", "3", "--device", "cpu", "--output", str(out)]
+    batch = specs_of(["ce"], 1)[0].training.batch_size
+    sets = [f"gated.steps={len(load_dataset('digits', '', False, 0).train) // batch}"]
+    sets.append(f"gated.gate={gate}")
+    args = ["run", "--plugins", str(plugins), "--methods", "gated", "--seeds", "0,1"]
+    args += ["--epochs", "2", "--device", "cpu", "--output", str(out)]
     args += ["--executor", "processes", "--devices", "cpu,cpu"]
+    args += [a for s in sets for a in ("--set", s)]
     log = open(tmp_path / "parent.log", "wb")  # noqa: SIM115
     parent = subprocess.Popen(cli(args), cwd=REPO, stdout=log, stderr=log)
     try:
 
-        def both_trained_an_epoch() -> bool:
+        def both_in_their_second_epoch() -> bool:
             assert parent.poll() is None, (tmp_path / "parent.log").read_text()
-            found = rows(out / "calibench.db").values()
-            return len(found) == 2 and all((r["epoch"] or 0) >= 1 for r in found)
+            return [r["epoch"] for r in _all_rows(out)] == [1, 1]
 
-        _wait_for(both_trained_an_epoch, 240, "both workers to finish an epoch")
-        owners = [r["owner"] for r in rows(out / "calibench.db").values()]
-        host = socket.gethostname()
-        workers = [int(o.rpartition(":")[2]) for o in owners if o]
-        assert len(workers) == 2 and all(o.startswith(f"{host}:") for o in owners)
-        assert parent.pid not in workers
+        _wait_for(both_in_their_second_epoch, 240, "both workers to finish epoch 1")
+        owners = [r["owner"] for r in _all_rows(out)]
+        workers = [int(o.rpartition(":")[2]) for o in owners]
+        assert all(o.startswith(f"{socket.gethostname()}:") for o in owners)
+        assert len(set(workers)) == 2 and parent.pid not in workers
+        assert not any(map(_gone, workers))
     finally:
         parent.kill()
         parent.wait()
         log.close()
-    _wait_for(lambda: all(map(_gone, workers)), 10, "the workers to die with their parent")
+    try:
+        _wait_for(lambda: all(map(_gone, workers)), 10, "the workers to die with their parent")
+    finally:
+        for pid in workers:
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
 
+    load_plugin_dir(plugins)
     store = Store(out)
-    for spec in specs_of(["ce", "ls"], 3):
+    overrides = Overrides(methods=["gated"], seeds=[0, 1], epochs=2, sets=sets, device="cpu")
+    for spec in build_run_specs(load_config(DEFAULT_CONFIG), overrides):
         assert store.status(spec) == "interrupted"
         progress = Recorder(stop_at_start=True)
         with pytest.raises(KeyboardInterrupt):
             run_one(spec, store, progress)
-        assert progress.started and progress.started[0] >= 2
+        assert progress.started == [2]
 
 
-# 7. Two commands on the same output --------------------------------------------------------
-
-
-def test_two_commands_on_one_output_train_each_run_once(tmp_path):
+def test_two_commands_on_one_output_train_each_run_once(tmp_path, gated):
+    plugins, gate = gated
     out = tmp_path / "out"
-    args = ["run", "--methods", "ce,ls", "--epochs", "3", "--device", "cpu", "--output", str(out)]
+    args = ["run", "--plugins", str(plugins), "--methods", "gated,ce", "--epochs", "1"]
+    args += ["--set", f"gated.gate={gate}", "--device", "cpu", "--output", str(out)]
     first = subprocess.Popen(cli(args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _wait_for(lambda: "ce" in rows(out / "calibench.db"), 240, "the first command's claim")
-    second = subprocess.Popen(cli(args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    results = [p.communicate(timeout=400) for p in (first, second)]
-    assert [p.returncode for p in (first, second)] == [0, 0], results
-    outputs = [" ".join(o.decode().split()) for o, _ in results]
-    for method in ("ce", "ls"):
-        label = f"{method} / digits / small_cnn / seed 0"
-        assert sum(o.count(f"done {label}:") for o in outputs) == 1, outputs
-    assert "being trained by another live process" in outputs[1]
+    try:
+        _wait_for(lambda: "gated" in rows(out / "calibench.db"), 240, "the first command's claim")
+        second = subprocess.run(cli(args), cwd=REPO, capture_output=True, timeout=400)
+        gate.touch()
+        first_out, first_err = first.communicate(timeout=400)
+    finally:
+        first.kill()
+    assert (first.returncode, second.returncode) == (0, 0), (first_err, second.stderr)
+    first_text = " ".join(first_out.decode().split())
+    second_text = " ".join(second.stdout.decode().split())
+    label = "/ digits / small_cnn / seed 0"
+    assert f"skip gated {label}: being trained by another live process" in second_text
+    assert f"done ce {label}" in second_text and f"done ce {label}" not in first_text
+    assert f"done gated {label}" in first_text
+    assert f"skip ce {label}: already complete" in first_text
     assert all(r["status"] == "complete" for r in rows(out / "calibench.db").values())
 
 
@@ -673,10 +741,8 @@ def test_rebuilt_index_keeps_failed_and_interrupted_runs(store_copy):
     ]
     (store_copy / "calibench.db").unlink()
     assert store.rebuild_index() == 4
-    assert {r["run_id"]: (r["status"], r["error"]) for r in store.runs()} == {
-        **before,
-        failed.run_id: ("failed", "non-finite training loss (nan)"),
-    }
+    assert {r["run_id"]: (r["status"], r["error"]) for r in store.runs()} == before
+    assert before[failed.run_id] == ("failed", "epoch 3: non-finite training loss (nan)")
 
 
 @pytest.mark.parametrize(
@@ -738,6 +804,13 @@ VALUES = st.recursive(
     ),
     max_leaves=6,
 )
+PLAUSIBLE = st.one_of(
+    st.integers(0, 5),
+    st.floats(0.01, 0.99),
+    st.sampled_from(["fp32", "nll", "ece_grid", ["digits"], ["small_cnn"], [0, 1], [0.5]]),
+)
+"""Values that are often valid, so that many examples get as far as building run specs."""
+VALUES = PLAUSIBLE | VALUES
 TRAINING = st.sampled_from([*sorted(TRAINING_KEYS), "bogus"])
 HPARAMS = st.sampled_from(
     ["rankmixup_mrl.margin", "rankmixup_mndcg.num_mixup", "focal.gamma", "ls.alpha", "ce.x"]
@@ -756,23 +829,29 @@ METHOD_TABLES = st.dictionaries(
     | VALUES,
     max_size=2,
 )
+GOOD_NAMES = st.sampled_from([["digits"], "digits", ["small_cnn", "tiny_cnn"], []])
+NAMES = st.one_of(GOOD_NAMES, GOOD_NAMES, st.deferred(lambda: VALUES))
 PRESET = st.fixed_dictionaries(
-    {"methods": st.just(["ce", "rankmixup_mrl", "focal"])},
+    {"methods": st.just(["ce", "rankmixup_mrl", "rankmixup_mndcg", "focal", "ls"])},
     optional={
         "hparams": METHOD_TABLES,
-        **{k: VALUES for k in ("datasets", "seeds", "ood", "backbones", "epochs", "lr")},
+        "seeds": st.one_of(st.lists(st.integers(0, 3), max_size=2), st.deferred(lambda: VALUES)),
+        **{k: NAMES for k in ("datasets", "ood", "backbones")},
+        **{k: VALUES for k in ("epochs", "lr")},
     },
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(
     sets=SETS,
     training=st.dictionaries(TRAINING, VALUES, max_size=3),
     digits=st.dictionaries(st.sampled_from(["backbone", "epochs", "hparams", "lr"]), VALUES)
     | VALUES,
     preset=PRESET,
-    seeds=st.none() | st.lists(st.integers(), max_size=2),
+    seeds=st.none() | st.lists(st.integers(), max_size=2) | st.just([0]),
     as_file=st.booleans(),
 )
 def test_arbitrary_settings_give_run_specs_or_one_clear_error(
