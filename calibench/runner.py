@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from calibench.config import RunSpec
@@ -64,6 +65,7 @@ SKIP_REASONS = {
     "complete": "already complete (use --force to retrain)",
     "failed": "failed before (use --retry-failed or --force)",
     "running": "being trained by another live process",
+    "taken over": "its lease went stale and another process took it over",
 }
 
 
@@ -97,7 +99,9 @@ def run_one(
         if failure:
             raise failure
         with Heartbeat(store, claim):
-            metrics = train(claim, p, store, progress, lambda e: store.renew(claim, e))
+            metrics = train(claim, p, store, progress, partial(_epoch_done, store, claim))
+    except LeaseLost:
+        return _skipped(spec, "taken over", progress)
     except RunFailed as exc:
         return _failed(store, claim, exc, progress)
     except (*STOPS_THE_COMMAND, KeyboardInterrupt):
@@ -109,6 +113,15 @@ def run_one(
         _release_quietly(store, claim)
         raise
     return Outcome(spec, "complete", metrics)
+
+
+class LeaseLost(Exception):
+    """This process's lease of a run went stale and another process took the run over."""
+
+
+def _epoch_done(store: Store, claim: Claim, epoch: int) -> None:
+    if not store.renew(claim, epoch):
+        raise LeaseLost(claim.spec.run_id)
 
 
 def _unexpected(exc: BaseException, when: str) -> RunFailed:

@@ -28,7 +28,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ LEASE_SECONDS = 300.0
 when its holder ran on this host and its process has gone."""
 ATTEMPT_SUFFIX = ".attempt"
 OLD_SUFFIX = ".old"
+DAMAGED_SUFFIX = ".damaged"
 RESULT_ARRAYS = ("val_logits", "val_labels", "test_logits", "test_labels")
 """The arrays every complete run's ``logits.npz`` holds."""
 
@@ -220,7 +221,7 @@ class Store:
                 if not folder.is_dir():
                     where = "is" if folder == self.root else f"lies under {folder}, which is"
                     raise CalibenchError(
-                        f"--output {self.root} {where} a file; give a folder for the results."
+                        f"--output {self.root} {where} not a folder; give a folder for the results."
                     )
                 break
 
@@ -253,8 +254,9 @@ class Store:
             ) from None
         except sqlite3.DatabaseError as exc:
             raise CalibenchError(
-                f"{self.db_path} is not a usable calibench database ({exc}). Move it away; "
-                "`calibench status` rebuilds the index from the run folders."
+                f"{self.db_path} is not a usable calibench database ({exc}). "
+                f"`calibench status --rebuild --output {self.root}` sets it aside as "
+                f"{DB_NAME}{DAMAGED_SUFFIX} and rebuilds the index from the run folders."
             ) from None
         finally:
             if conn is not None:
@@ -349,14 +351,16 @@ class Store:
         self._write_state(target, "running")
         return Claim(spec, target, fresh=force, attempt=attempt)
 
-    def renew(self, claim: Claim, epoch: int | None = None) -> None:
-        """Renew the lease of ``claim`` (and record the last finished epoch)."""
+    def renew(self, claim: Claim, epoch: int | None = None) -> bool:
+        """Renew the lease of ``claim`` (and record the last finished epoch); False when this
+        process no longer holds it (another took the run over after the lease went stale)."""
         with self._db() as conn:
-            conn.execute(
+            held = conn.execute(
                 "UPDATE runs SET heartbeat = ?, epoch = COALESCE(?, epoch) "
                 "WHERE run_id = ? AND owner = ?",
                 (time.time(), epoch, claim.spec.run_id, owner_id()),
-            )
+            ).rowcount
+        return held > 0
 
     def finish(self, claim: Claim, metrics: dict[str, Any]) -> Path:
         """Write ``metrics.json``, swap a retrained attempt into place, mark the run complete
@@ -454,7 +458,10 @@ class Store:
 
     def rebuild_index(self) -> int:
         """Recreate the index from the run folders alone (their ``config.json``,
-        ``metrics.json`` and ``state.json``); returns the number of runs indexed."""
+        ``metrics.json`` and ``state.json``); returns the number of runs indexed. An index that
+        is not a SQLite database any more is first set aside as ``calibench.db.damaged``."""
+        if _damaged_db(self.db_path):
+            os.replace(self.db_path, self.db_path.with_name(DB_NAME + DAMAGED_SUFFIX))
         folders = [
             p.parent
             for p in sorted((self.root / RUNS_DIR).glob("*/*/*/*/config.json"))
@@ -506,6 +513,20 @@ class Store:
                     ),
                 )
         return len(records)
+
+
+def _damaged_db(path: Path) -> bool:
+    """Whether ``path`` exists but is not a readable SQLite database (a lock is no damage)."""
+    if not path.exists():
+        return False
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)) as conn:
+            conn.execute("SELECT name FROM sqlite_master").fetchall()
+    except sqlite3.OperationalError:
+        return False
+    except sqlite3.DatabaseError:
+        return True
+    return False
 
 
 def _state_error(state: dict[str, Any]) -> str | None:

@@ -308,13 +308,16 @@ def test_read_only_output_folder_is_one_message(tmp_path, capsys, monkeypatch):
     assert list(out.iterdir()) == []
 
 
-def test_run_folder_full_mid_run_is_one_message_and_resumes(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
+def test_run_folder_unwritable_mid_run_is_one_message_and_resumes(
+    tmp_path, capsys, monkeypatch, code
+):
     from calibench.progress import RichProgress
 
     out = tmp_path / "out"
     spec = specs_of(["ce"], 1)[0]
     run_dir = Store(out).run_dir(spec)
-    fault = StorageFault(monkeypatch, run_dir, errno.ENOSPC)
+    fault = StorageFault(monkeypatch, run_dir, code)
     real_epoch = RichProgress.epoch
 
     def fill_disk(self, row):
@@ -325,7 +328,7 @@ def test_run_folder_full_mid_run_is_one_message_and_resumes(tmp_path, capsys, mo
     argv = ["run", "--methods", "ce", "--epochs", "1", "--device", "cpu", "--output", str(out)]
     assert main(argv) == 2
     line = one_error_line(capsys.readouterr().err)
-    assert str(run_dir) in line and "No space left on device" in line
+    assert str(run_dir) in line and os.strerror(code) in line
     assert Store(out).status(spec) == "interrupted"
     log = _log(run_dir)
 
@@ -635,6 +638,22 @@ def test_a_live_lease_is_respected_and_a_dead_or_stale_one_taken_over(tmp_path):
     assert not isinstance(claim, str) and rows(store.db_path)["ce"]["owner"] == owner_id()
 
 
+def test_a_run_whose_lease_was_taken_over_stops_after_its_epoch(tmp_path):
+    store = Store(tmp_path)
+    spec = specs_of(["ce"], 1)[0]
+    other = owner_id(os.getppid())
+
+    class TakeOver(Recorder):
+        def start(self, spec, first_epoch):
+            with sqlite3.connect(store.db_path) as conn:
+                conn.execute("UPDATE runs SET owner = ?, heartbeat = ?", (other, time.time()))
+
+    outcome = run_one(spec, store, TakeOver())
+    assert outcome.status == "skipped" and "another process took it over" in outcome.reason
+    assert rows(store.db_path)["ce"]["owner"] == other
+    assert not (store.run_dir(spec) / "metrics.json").exists()
+
+
 def test_owner_alive():
     now = time.time()
     assert owner_alive(owner_id(), now)
@@ -725,6 +744,16 @@ def test_report_and_status_rebuild_a_missing_index(store_copy, capsys):
     assert {r["run_id"]: r["status"] for r in Store(store_copy).runs()} == expected
     assert main(["status", "--rebuild", "--output", str(store_copy)]) == 0
     assert f"indexed {len(expected)} runs" in capsys.readouterr().out
+
+
+def test_a_damaged_index_is_set_aside_and_rebuilt(store_copy, capsys):
+    expected = {r["run_id"]: r["status"] for r in Store(store_copy).runs()}
+    (store_copy / "calibench.db").write_bytes(b"not a database at all" * 100)
+    assert main(["report", "--output", str(store_copy)]) == 2
+    assert "status --rebuild" in one_error_line(capsys.readouterr().err)
+    assert main(["status", "--rebuild", "--output", str(store_copy)]) == 0
+    assert (store_copy / "calibench.db.damaged").read_bytes().startswith(b"not a database")
+    assert {r["run_id"]: r["status"] for r in Store(store_copy).runs()} == expected
 
 
 def test_rebuilt_index_keeps_failed_and_interrupted_runs(store_copy):
