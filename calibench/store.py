@@ -50,6 +50,9 @@ when its holder ran on this host and its process has gone."""
 ATTEMPT_SUFFIX = ".attempt"
 OLD_SUFFIX = ".old"
 DAMAGED_SUFFIX = ".damaged"
+MAX_SEED = 2**63 - 3
+"""The largest run seed: the index stores it as a 64-bit integer and the trainer seeds its
+random streams with the seed plus 2."""
 RESULT_ARRAYS = ("val_logits", "val_labels", "test_logits", "test_labels")
 """The arrays every complete run's ``logits.npz`` holds."""
 
@@ -302,6 +305,10 @@ class Store:
         ``complete``, ``failed`` or ``running``). ``force`` retrains a complete run into a fresh
         attempt folder (the old result stays until the new one completes) and a failed one
         from scratch; ``retry_failed`` resumes a failed run."""
+        if not 0 <= spec.seed <= MAX_SEED:
+            raise CalibenchError(
+                f"seed {spec.seed} is out of range: seeds must be integers in [0, {MAX_SEED}]."
+            )
         path = self.run_dir(spec)
         _recover_swap(path)
         with self._db(immediate=True) as conn:

@@ -780,6 +780,7 @@ def test_rebuilt_index_keeps_failed_and_interrupted_runs(store_copy):
         ["--datasets", "cifar10", "--data-root", "{tmp}/nodata"],
         ["--set", "training.lr=fast,"],
         ["--set", "ce.nope=1"],
+        ["--seeds", str(2**64)],
         [
             "--executor",
             "processes",
