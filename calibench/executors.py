@@ -17,13 +17,15 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 from calibench.config import RunSpec
 from calibench.errors import CalibenchError
 from calibench.runner import Outcome, run_one
-from calibench.store import Store
+from calibench.store import Store, owner_id
 from calibench.train import RunProgress
 
 
@@ -78,18 +80,18 @@ def _train_in_worker(
     }
 
 
-_worker_device: str = "cpu"
-
-
-def die_with_parent() -> None:
-    """Make this process end when its parent does: PR_SET_PDEATHSIG on Linux, and a watchdog
-    thread that notices the parent's exit elsewhere."""
-    parent = os.getppid()
+def die_with_parent(parent: int | None = None) -> None:
+    """Make this process end when its parent (process ``parent``, by default the current one)
+    does: PR_SET_PDEATHSIG on Linux, a check that the parent did not die before it was set, and
+    a watchdog thread that notices the parent's exit elsewhere."""
+    parent = os.getppid() if parent is None else parent
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
+        except (OSError, AttributeError):
             pass
+    if os.getppid() != parent:
+        os._exit(1)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -99,17 +101,54 @@ def die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _start_worker(devices: Any) -> None:
-    global _worker_device
-    die_with_parent()
-    _worker_device = devices.get()
+class _WorkerProgress:
+    """A worker's progress: warnings go to stderr; the parent reports each outcome."""
+
+    def warn(self, message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
 
 
-def _train_on_worker_device(job: tuple[dict[str, Any], str, list[str], bool, bool]) -> dict:
-    spec_dict, output, plugin_dirs, force, retry_failed = job
-    return _train_in_worker(
-        {**spec_dict, "device": _worker_device}, output, plugin_dirs, force, retry_failed
-    )
+def _worker_main(
+    conn: Connection,
+    device: str,
+    output: str,
+    plugin_dirs: list[str],
+    force: bool,
+    retry_failed: bool,
+    parent: int,
+) -> None:
+    """A worker process: train each spec the parent sends on ``device`` until it sends None;
+    an error that stops the command is sent back for the parent to raise."""
+    die_with_parent(parent)
+    try:
+        from calibench.discovery import discover_plugins
+
+        discover_plugins([Path(p) for p in plugin_dirs])
+        store = Store(Path(output))
+        while (job := conn.recv()) is not None:
+            spec = RunSpec.from_dict({**job, "device": device})
+            outcome = run_one(spec, store, _WorkerProgress(), force, retry_failed)  # type: ignore[arg-type]
+            conn.send(("outcome", outcome.status, outcome.metrics, outcome.reason))
+    except (EOFError, KeyboardInterrupt):
+        return
+    except (CalibenchError, OSError) as exc:
+        try:
+            conn.send(("error", exc))
+        except Exception:
+            conn.send(("error", CalibenchError(str(exc))))
+    except BaseException as exc:
+        conn.send(("crash", f"{type(exc).__name__}: {exc}"))
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    device: str
+    spec: RunSpec | None = None
 
 
 def visible_gpus() -> list[str]:
@@ -137,7 +176,10 @@ def run_processes(
 ) -> list[Outcome]:
     """Train ``specs`` in ``runs_per_device`` worker processes per entry of ``devices``
     (``cuda:0``, ``cuda:1``...; ``cpu`` entries work too), each worker taking the next pending
-    spec when it is free. Several runs per device fill a large GPU with small models."""
+    spec when it is free. Several runs per device fill a large GPU with small models.
+
+    A worker that dies mid-run (killed, out of memory, a crash in native code) fails that run
+    with the reason and is replaced; the workers die with this process."""
     from calibench.train import resolve_device
 
     if not devices:
@@ -145,20 +187,102 @@ def run_processes(
     for device in devices:
         resolve_device(device)
     ctx = mp.get_context("spawn")
-    slots = ctx.Queue()
-    for device in devices * runs_per_device:
-        slots.put(device)
-    by_id = {s.run_id: s for s in specs}
-    plugins = [str(p) for p in plugin_dirs]
-    jobs = [(s.to_dict(), str(store.root), plugins, force, retry_failed) for s in specs]
-    outcomes = []
-    with ctx.Pool(len(devices) * runs_per_device, _start_worker, (slots,)) as pool:
-        for result in pool.imap_unordered(_train_on_worker_device, jobs):
-            outcome = _outcome(by_id[result["run_id"]], result)
-            outcomes.append(outcome)
-            if progress:
-                _report(progress, outcome)
+    settings = (str(store.root), [str(p) for p in plugin_dirs], force, retry_failed, os.getpid())
+
+    def start(device: str) -> _Worker:
+        parent_end, child_end = ctx.Pipe()
+        process = ctx.Process(target=_worker_main, args=(child_end, device, *settings), daemon=True)
+        process.start()
+        child_end.close()
+        return _Worker(process, parent_end, device)
+
+    todo = list(reversed(specs))
+    workers = [start(d) for d in (devices * runs_per_device)[: len(specs)]]
+    outcomes: list[Outcome] = []
+    try:
+        while todo or any(w.spec for w in workers):
+            for worker in workers:
+                if worker.spec is None and todo:
+                    worker.spec = todo.pop()
+                    try:
+                        worker.conn.send(worker.spec.to_dict())
+                    except OSError:
+                        pass  # a dead worker: its sentinel tells below
+            busy = [w for w in workers if w.spec is not None]
+            ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy]))
+            for worker in busy:
+                if worker.conn not in ready and worker.process.sentinel not in ready:
+                    continue
+                outcome = _receive(worker, store)
+                outcomes.append(outcome)
+                if progress:
+                    _report(progress, outcome)
+                worker.spec = None
+                if outcome.reason.startswith(WORKER_DIED):
+                    _stop([worker], graceful=False)
+                    workers.remove(worker)
+                    if todo:
+                        workers.append(start(worker.device))
+    except BaseException:
+        if progress:
+            progress.abort()
+        _stop(workers, graceful=False)
+        raise
+    _stop(workers, graceful=True)
     return outcomes
+
+
+WORKER_DIED = "its worker process died"
+
+
+def _receive(worker: _Worker, store: Store) -> Outcome:
+    """The outcome a worker sends for its spec; a worker that died instead fails the run."""
+    spec = worker.spec
+    assert spec is not None
+    message = None
+    try:
+        if worker.conn.poll():
+            message = worker.conn.recv()
+    except (EOFError, OSError):
+        message = None
+    if message is not None and message[0] == "outcome":
+        _, status, metrics, reason = message
+        return Outcome(spec, status, metrics if status == "complete" else {}, reason)
+    if message is not None and message[0] == "error":
+        raise message[1]
+    if message is not None:
+        reason = f"{WORKER_DIED} on {message[1]}"
+    else:
+        worker.process.join(10)
+        code = worker.process.exitcode
+        how = (
+            f"signal {signal.Signals(-code).name}"
+            if code is not None and code < 0
+            else f"exit code {code}"
+        )
+        reason = f"{WORKER_DIED} ({how}; out of memory, or a crash in native code?)"
+    store.fail_dead_owner(spec, owner_id(worker.process.pid), reason)
+    return Outcome(spec, "failed", reason=reason)
+
+
+def _stop(workers: list[_Worker], graceful: bool) -> None:
+    """End the workers: ``graceful`` asks idle ones to exit; otherwise SIGINT lets a training
+    worker mark its run interrupted, and SIGKILL ends whatever still runs after a grace time."""
+    for worker in workers:
+        try:
+            if graceful:
+                worker.conn.send(None)
+            elif worker.process.is_alive():
+                os.kill(worker.process.pid, signal.SIGINT)
+        except OSError:
+            pass
+    deadline = time.monotonic() + 10.0
+    for worker in workers:
+        worker.process.join(max(0.0, deadline - time.monotonic()))
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join()
+        worker.conn.close()
 
 
 def _outcome(spec: RunSpec, result: dict[str, Any]) -> Outcome:

@@ -80,24 +80,35 @@ class RichProgress:
 
 
 def print_outcomes(outcomes: list[Any], console: Console) -> int:
-    """The sweep's closing summary; returns the command's exit code: 1 when a run failed."""
+    """The sweep's closing summary; returns the command's exit code: 1 when a run of the sweep
+    failed, now or in an earlier command (then skipped), else 0 (docs/reliability.md)."""
+    from calibench.runner import SKIP_REASONS
+
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no runs"
-    console.print(f"sweep: {summary}", highlight=False, markup=False)
     failed = [o for o in outcomes if o.status == "failed"]
+    before = [o for o in outcomes if o.reason == SKIP_REASONS["failed"]]
+    if before:
+        summary += f" ({len(before)} of them failed before)"
+    console.print(f"sweep: {summary}", highlight=False, markup=False, soft_wrap=True)
     for outcome in failed:
         console.print(
-            f"failed {outcome.spec.label}: {outcome.reason}", highlight=False, markup=False
-        )
-    if failed:
-        console.print(
-            "failed runs are skipped on reruns; `calibench run ... --retry-failed` resumes them.",
+            f"failed {outcome.spec.label}: {outcome.reason}",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
-    return 1 if failed else 0
+    if failed or before:
+        console.print(
+            "failed runs are skipped on reruns; `calibench run ... --retry-failed` resumes them "
+            "and --force retrains them from scratch.",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    return 1 if failed or before else 0
 
 
 def print_status(rows: list[dict[str, Any]], console: Console) -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from calibench.ablation import (
@@ -70,17 +72,30 @@ def load_run(run: dict[str, Any]) -> tuple[RunSpec, dict[str, np.ndarray]]:
             logits = {k: f[k] for k in f.files}
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise CalibenchError(
-            f"run folder {run['dir']} is damaged ({exc}). Retrain it with the same "
-            "`calibench run ... --force`, or delete the folder and its row to drop it."
+            f"run folder {run['dir']} is damaged ({exc}). The same `calibench run` "
+            "recomputes it (--force retrains it)."
         ) from None
     return spec, logits
 
 
-def collect(store: Store) -> tuple[pd.DataFrame, list[tuple[str, RunSpec, dict]]]:
-    """One row per complete run with every metric recomputed from its logits."""
+def collect(
+    store: Store, warn: Callable[[str], None] | None = None
+) -> tuple[pd.DataFrame, list[tuple[str, RunSpec, dict]]]:
+    """One row per complete run with every metric recomputed from its logits; a run whose
+    stored result is damaged is left out with a warning (docs/reliability.md)."""
     rows, runs = [], []
-    for run in store.complete_runs():
-        spec, logits = load_run(run)
+    for run in store.runs():
+        if run.get("damaged"):
+            run_problem = f"run folder {run['dir']} is damaged ({run['damaged']})"
+            (warn or print)(f"{run_problem}; left out. `calibench run` recomputes it.")
+            continue
+        if run["status"] != "complete":
+            continue
+        try:
+            spec, logits = load_run(run)
+        except CalibenchError as exc:
+            (warn or print)(f"{exc} Left out of this report.")
+            continue
         metrics = evaluate_logits(logits, spec.training.temperature_fit, spec.training.n_bins)
         rows.append(
             {
@@ -190,9 +205,15 @@ def summary_cells(
     return header, rows
 
 
+def _md(cell: str) -> str:
+    """A markdown table cell, its pipes escaped (brackets such as ``ce [5c5a48]`` are text in
+    markdown unless a link definition follows, which a report never writes)."""
+    return cell.replace("|", "\\|")
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines = ["| " + " | ".join(map(_md, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(_md, r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -241,7 +262,7 @@ def print_summary(header: list[str], rows: list[list[str]], console: Console) ->
         groups.setdefault((row[0], row[1]), []).append(row)
     for (dataset, backbone), members in groups.items():
         table = Table(
-            title=f"{dataset} / {backbone}: percent, mean ± std over seeds, "
+            title=f"{escape(dataset)} / {escape(backbone)}: percent, mean ± std over seeds, "
             "_ts after temperature scaling",
             title_justify="left",
         )
@@ -252,7 +273,7 @@ def print_summary(header: list[str], rows: list[list[str]], console: Console) ->
                 justify="left" if header[i] == "method" else "right",
             )
         for row in members:
-            table.add_row(*[row[i] for i in keep])
+            table.add_row(*[escape(row[i]) for i in keep])
         console.print(table)
 
 
@@ -394,7 +415,10 @@ def build_report(
     bad = [c for c in compare if c not in COMPARE]
     if bad:
         raise CalibenchError(f"unknown --compare {', '.join(bad)}. Valid: {', '.join(COMPARE)}.")
-    table, runs = collect(store)
+    say = console or Console()
+    table, runs = collect(
+        store, lambda m: say.print(f"warning: {m}", markup=False, highlight=False, soft_wrap=True)
+    )
     summary = summarise(table)
     folder = store.root / "report"
     folder.mkdir(parents=True, exist_ok=True)

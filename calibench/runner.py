@@ -1,9 +1,10 @@
 """One run, start to end, as every executor does it: look it up in the store, claim its lease,
 train it while a heartbeat renews the lease, and record how it ended.
 
-A run that fails (non-finite loss, an error inside its method) is marked ``failed`` with the
-reason and the sweep goes on; an interruption marks it ``interrupted`` and stops the sweep; bad
-input (:class:`CalibenchError`) and storage errors (``OSError``) stop the command.
+A run that fails (non-finite loss, an error inside its method, any unexpected error while it is
+built, trained or evaluated) is marked ``failed`` with the reason and the sweep goes on; an
+interruption marks it ``interrupted`` and stops the sweep; bad input (:class:`CalibenchError`)
+and storage errors (``OSError``) stop the command. docs/reliability.md states the rules.
 
 In a multi-process run (calibench/distributed.py) every rank calls :func:`run_one` for the same
 spec; rank 0 alone reads and writes the store (status, claim, heartbeat, outcome) and tells the
@@ -13,14 +14,20 @@ other ranks what it decided.
 from __future__ import annotations
 
 import threading
+import traceback
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from calibench import distributed
 from calibench.config import RunSpec
-from calibench.store import Claim, Store, read_json
+from calibench.errors import CalibenchError
+from calibench.store import Claim, Store, read_json, write_text
 from calibench.train import RunFailed, RunProgress, prepare, train
+
+STOPS_THE_COMMAND = (CalibenchError, OSError)
+"""Errors that are not one run's fault: bad input and an unusable results folder."""
 
 HEARTBEAT_SECONDS = 30.0
 
@@ -64,6 +71,7 @@ SKIP_REASONS = {
     "complete": "already complete (use --force to retrain)",
     "failed": "failed before (use --retry-failed or --force)",
     "running": "being trained by another live process",
+    "taken over": "its lease went stale and another process took it over",
 }
 
 
@@ -74,33 +82,88 @@ def run_one(
     force: bool = False,
     retry_failed: bool = False,
 ) -> Outcome:
-    """Train ``spec`` unless the store says to skip it; never raises for a failed run."""
+    """Train ``spec`` unless the store says to skip it; never raises for a failed run (only
+    for bad input, an unusable results folder and an interruption)."""
     main = distributed.is_main()
     progress = progress if main else None
-    status = distributed.broadcast_object(store.status(spec) if main else None)
+    status = distributed.broadcast_object(store.status(spec, thorough=True) if main else None)
     if status == "running" or (status in ("complete", "failed") and not force):
         if status != "failed" or not retry_failed:
             return _skipped(spec, status, progress)
-    p = prepare(spec)
+    damage = store.damage(spec) if main else None
+    if damage and progress:
+        progress.warn(f"{spec.label}: its stored result is damaged ({damage}); recomputing it")
+    failure: RunFailed | None = None
+    try:
+        p = prepare(spec)
+    except (*STOPS_THE_COMMAND, KeyboardInterrupt):
+        raise
+    except (Exception, SystemExit) as exc:
+        failure = _unexpected(exc, "while building the run")
     claim = store.claim(spec, force=force, retry_failed=retry_failed) if main else None
     claim = distributed.broadcast_object(claim)
     if isinstance(claim, str):
         return _skipped(spec, claim, progress)
     try:
+        if failure:
+            raise failure
         with Heartbeat(store, claim) if main else nullcontext():
-            renew = (lambda e: store.renew(claim, e)) if main else None
-            metrics = distributed.broadcast_object(train(claim, p, store, progress, renew))
+            on_epoch = partial(_epoch_done, store, claim) if main else None
+            metrics = distributed.broadcast_object(train(claim, p, store, progress, on_epoch))
+    except LeaseLost:
+        return _skipped(spec, "taken over", progress)
     except RunFailed as exc:
-        if main:
-            store.fail(claim, exc.reason, exc.epoch)
-        if progress:
-            progress.fail(spec, f"epoch {exc.epoch}: {exc.reason}" if exc.epoch else exc.reason)
-        return Outcome(spec, "failed", reason=exc.reason)
+        return _failed(store, claim, exc, progress)
+    except (*STOPS_THE_COMMAND, KeyboardInterrupt):
+        _release_quietly(store, claim)
+        raise
+    except (Exception, SystemExit) as exc:
+        return _failed(store, claim, _unexpected(exc, "while training"), progress)
     except BaseException:
-        if main:
-            store.interrupt(claim)
+        _release_quietly(store, claim)
         raise
     return Outcome(spec, "complete", metrics)
+
+
+class LeaseLost(Exception):
+    """This process's lease of a run went stale and another process took the run over."""
+
+
+def _epoch_done(store: Store, claim: Claim, epoch: int) -> None:
+    if not store.renew(claim, epoch):
+        raise LeaseLost(claim.spec.run_id)
+
+
+def _unexpected(exc: BaseException, when: str) -> RunFailed:
+    failure = RunFailed(f"{type(exc).__name__} {when}: {exc}", getattr(exc, "epoch", None))
+    failure.details = "".join(traceback.format_exception(exc))
+    return failure
+
+
+def _failed(store: Store, claim: Claim, exc: RunFailed, progress: RunProgress | None) -> Outcome:
+    """Record a failed run (with the traceback of an unexpected error in ``error.txt``)."""
+    details = getattr(exc, "details", None) or (
+        "".join(traceback.format_exception(exc.__cause__)) if exc.__cause__ else None
+    )
+    if distributed.is_main():
+        if details:
+            write_text(claim.dir / "error.txt", details)
+        store.fail(claim, exc.reason, exc.epoch)
+    reason = f"epoch {exc.epoch}: {exc.reason}" if exc.epoch else exc.reason
+    if progress:
+        progress.fail(claim.spec, reason)
+    return Outcome(claim.spec, "failed", reason=reason)
+
+
+def _release_quietly(store: Store, claim: Claim) -> None:
+    """Mark an interrupted run so; a failure to do so (the store itself may be what failed)
+    must not hide the error that stopped the run, and the lease dies with this process."""
+    if not distributed.is_main():
+        return
+    try:
+        store.interrupt(claim)
+    except (CalibenchError, OSError):
+        pass
 
 
 def _skipped(spec: RunSpec, status: str, progress: RunProgress | None) -> Outcome:

@@ -4,14 +4,16 @@ A run folder holds ``config.json`` (the resolved run spec), ``state.json`` (stat
 error), ``split.npz`` (train/val indices), ``log.csv`` (one row per epoch), ``last.pt`` and
 ``last.prev.pt`` (the two newest resume checkpoints), ``best.pt`` (the weights of the
 best-validation epoch), ``logits.npz`` (validation, test and OOD logits with labels) and, last
-of all, ``metrics.json``. Every file is written to a temporary name in the same folder and
+of all, ``metrics.json``; a run that failed on an unexpected error keeps its traceback in
+``error.txt``. Every file is written to a temporary name in the same folder and
 renamed into place, so an interruption never leaves a half-written file.
 
 The run folders are the truth; the index is a cache of them that :meth:`Store.rebuild_index`
 recreates from the folders alone. A run is ``pending`` (no row), ``running`` (claimed by a live
-process, which renews its lease while it trains), ``complete`` (``metrics.json`` written),
-``failed`` (an error or a non-finite loss; the reason is stored) or ``interrupted`` (stopped,
-or its owner died; it resumes from its checkpoint).
+process, which renews its lease while it trains), ``complete`` (``metrics.json`` and
+``logits.npz`` written and readable), ``failed`` (an error or a non-finite loss; the reason is
+stored) or ``interrupted`` (stopped, its owner died, or its stored result is damaged; it resumes
+from its checkpoint). docs/reliability.md states the rules.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import socket
 import sqlite3
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,9 +45,16 @@ DB_NAME = "calibench.db"
 RUNS_DIR = "runs"
 STATUSES = ("running", "complete", "failed", "interrupted")
 LEASE_SECONDS = 300.0
-"""A lease whose owner runs on another host is stale once its heartbeat is this old."""
+"""A lease is stale once its heartbeat is this old (the holder renews it every 30 s), and at once
+when its holder ran on this host and its process has gone."""
 ATTEMPT_SUFFIX = ".attempt"
 OLD_SUFFIX = ".old"
+DAMAGED_SUFFIX = ".damaged"
+MAX_SEED = 2**63 - 3
+"""The largest run seed: the index stores it as a 64-bit integer and the trainer seeds its
+random streams with the seed plus 2."""
+RESULT_ARRAYS = ("val_logits", "val_labels", "test_logits", "test_labels")
+"""The arrays every complete run's ``logits.npz`` holds."""
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
@@ -134,26 +144,60 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def owner_id() -> str:
-    """``host:pid`` of this process: the owner recorded in a lease."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+def owner_id(pid: int | None = None) -> str:
+    """``host:pid`` of this process (or of process ``pid`` on this host): the owner recorded in
+    a lease."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 def owner_alive(owner: str | None, heartbeat: float | None) -> bool:
-    """Whether the process holding a lease still lives: checked directly on this host, and by
-    the age of the lease's heartbeat for a process on another host."""
-    if not owner:
+    """Whether the process holding a lease still lives: its heartbeat is younger than
+    :data:`LEASE_SECONDS` and, on this host, its process id still exists (so a death here is
+    seen at once, and a reused process id does not keep a dead lease forever)."""
+    if not owner or heartbeat is None or time.time() - heartbeat >= LEASE_SECONDS:
         return False
     host, _, pid = owner.rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+        return _process_lives(int(pid))
+    return True
+
+
+def _process_lives(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists and has not exited (a zombie, an exited
+    process its parent has not reaped yet, counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
         return True
-    return heartbeat is not None and time.time() - heartbeat < LEASE_SECONDS
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
+
+
+def result_problem(path: Path, thorough: bool = False) -> str | None:
+    """Why the run folder ``path`` holds no usable result, or None when it does: its
+    ``metrics.json`` must parse to an object and its ``logits.npz`` must open as an archive of
+    :data:`RESULT_ARRAYS`; ``thorough`` also checks every byte against the archive's CRCs."""
+    metrics = path / "metrics.json"
+    if not metrics.exists():
+        return "metrics.json is missing"
+    if not isinstance(read_json(metrics), dict):
+        return "metrics.json is damaged"
+    try:
+        with zipfile.ZipFile(path / "logits.npz") as archive:
+            missing = [a for a in RESULT_ARRAYS if f"{a}.npy" not in archive.namelist()]
+            bad = archive.testzip() if thorough else None
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
+        return f"logits.npz is damaged ({type(exc).__name__}: {exc})"
+    if missing:
+        return f"logits.npz lacks {', '.join(missing)}"
+    if bad:
+        return f"logits.npz is damaged ({bad} fails its CRC check)"
+    return None
 
 
 @dataclass
@@ -175,37 +219,51 @@ class Store:
     def __init__(self, output: Path) -> None:
         self.root = Path(output)
         self.db_path = self.root / DB_NAME
-        if self.root.exists() and not self.root.is_dir():
-            raise CalibenchError(f"--output {self.root} is a file; give a folder for the results.")
+        for folder in (self.root, *self.root.parents):
+            if folder.exists() or folder.is_symlink():
+                if not folder.is_dir():
+                    where = "is" if folder == self.root else f"lies under {folder}, which is"
+                    raise CalibenchError(
+                        f"--output {self.root} {where} not a folder; give a folder for the results."
+                    )
+                break
 
     @contextmanager
     def _db(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
         self.root.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+        conn: sqlite3.Connection | None = None
         try:
+            conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
             conn.execute(SCHEMA)
             _migrate(conn)
             conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc):
-                raise CalibenchError(f"{self.db_path}: {exc}") from None
+                raise CalibenchError(
+                    f"cannot use the index {self.db_path}: {exc}. Check that {self.root} is a "
+                    "writable folder with free space (or give another --output)."
+                ) from None
             raise CalibenchError(
                 f"{self.db_path} stayed locked by another calibench process for 60 s; retry "
                 "(on a network file system, give every job a local --output instead)."
             ) from None
         except sqlite3.DatabaseError as exc:
             raise CalibenchError(
-                f"{self.db_path} is not a usable calibench database ({exc}). Move it away; "
-                "`calibench status` rebuilds the index from the run folders."
+                f"{self.db_path} is not a usable calibench database ({exc}). "
+                f"`calibench status --rebuild --output {self.root}` sets it aside as "
+                f"{DB_NAME}{DAMAGED_SUFFIX} and rebuilds the index from the run folders."
             ) from None
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     def run_dir(self, spec: RunSpec) -> Path:
         return (
@@ -225,10 +283,19 @@ class Store:
             row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (spec.run_id,)).fetchone()
         return dict(row) if row else None
 
-    def status(self, spec: RunSpec) -> str:
+    def status(self, spec: RunSpec, thorough: bool = False) -> str:
         """``pending``, ``running`` (by a live process), ``complete``, ``failed`` or
-        ``interrupted`` (including a ``running`` row whose owner has died)."""
-        return _effective_status(self._row(spec), self.run_dir(spec))
+        ``interrupted`` (including a ``running`` row whose owner has died and a complete run
+        whose stored result is damaged; ``thorough`` checks every byte of it)."""
+        return _effective_status(self._row(spec), self.run_dir(spec), thorough)
+
+    def damage(self, spec: RunSpec) -> str | None:
+        """Why a run indexed as complete has no usable result (None when it has one, or when it
+        is not indexed as complete)."""
+        row = self._row(spec)
+        if row is None or row["status"] != "complete":
+            return None
+        return result_problem(self.run_dir(spec), thorough=True)
 
     def is_complete(self, spec: RunSpec) -> bool:
         return self.status(spec) == "complete"
@@ -238,13 +305,17 @@ class Store:
         ``complete``, ``failed`` or ``running``). ``force`` retrains a complete run into a fresh
         attempt folder (the old result stays until the new one completes) and a failed one
         from scratch; ``retry_failed`` resumes a failed run."""
+        if not 0 <= spec.seed <= MAX_SEED:
+            raise CalibenchError(
+                f"seed {spec.seed} is out of range: seeds must be integers in [0, {MAX_SEED}]."
+            )
         path = self.run_dir(spec)
         _recover_swap(path)
         with self._db(immediate=True) as conn:
             conn.row_factory = sqlite3.Row
             found = conn.execute("SELECT * FROM runs WHERE run_id = ?", (spec.run_id,)).fetchone()
             row = dict(found) if found else None
-            status = _effective_status(row, path)
+            status = _effective_status(row, path, thorough=True)
             if row and row["owner"] not in (None, owner_id()):
                 if owner_alive(row["owner"], row["heartbeat"]):
                     return "running"
@@ -252,13 +323,15 @@ class Store:
                 if status == "complete" or not retry_failed:
                     return status
             attempt = force and status == "complete"
+            kept = "complete" if attempt else "running"
             now = time.time()
             conn.execute(
                 "INSERT INTO runs (run_id, method, dataset, backbone, seed, epochs, status, path, "
                 "config, started, owner, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(run_id) DO UPDATE SET owner = excluded.owner, "
-                "heartbeat = excluded.heartbeat, error = NULL, "
-                "status = CASE WHEN runs.status = 'complete' THEN 'complete' ELSE 'running' END",
+                "heartbeat = excluded.heartbeat, error = NULL, status = excluded.status, "
+                "started = CASE WHEN excluded.status = 'complete' THEN runs.started "
+                "ELSE excluded.started END",
                 (
                     spec.run_id,
                     spec.method,
@@ -266,7 +339,7 @@ class Store:
                     spec.backbone,
                     spec.seed,
                     spec.training.epochs,
-                    "running" if status != "complete" else "complete",
+                    kept,
                     str(path.relative_to(self.root)),
                     json.dumps(spec.to_dict(), sort_keys=True),
                     now,
@@ -278,18 +351,23 @@ class Store:
         if attempt:
             shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True, exist_ok=True)
+        if not attempt:
+            for stale in ("metrics.json", "error.txt"):
+                (target / stale).unlink(missing_ok=True)
         write_json(target / "config.json", spec.to_dict())
         self._write_state(target, "running")
         return Claim(spec, target, fresh=force, attempt=attempt)
 
-    def renew(self, claim: Claim, epoch: int | None = None) -> None:
-        """Renew the lease of ``claim`` (and record the last finished epoch)."""
+    def renew(self, claim: Claim, epoch: int | None = None) -> bool:
+        """Renew the lease of ``claim`` (and record the last finished epoch); False when this
+        process no longer holds it (another took the run over after the lease went stale)."""
         with self._db() as conn:
-            conn.execute(
+            held = conn.execute(
                 "UPDATE runs SET heartbeat = ?, epoch = COALESCE(?, epoch) "
                 "WHERE run_id = ? AND owner = ?",
                 (time.time(), epoch, claim.spec.run_id, owner_id()),
-            )
+            ).rowcount
+        return held > 0
 
     def finish(self, claim: Claim, metrics: dict[str, Any]) -> Path:
         """Write ``metrics.json``, swap a retrained attempt into place, mark the run complete
@@ -302,7 +380,8 @@ class Store:
         path = self.run_dir(claim.spec)
         if claim.attempt:
             old = path.with_name(path.name + OLD_SUFFIX)
-            os.replace(path, old)
+            if path.exists():
+                os.replace(path, old)
             os.replace(claim.dir, path)
             shutil.rmtree(old, ignore_errors=True)
         with self._db() as conn:
@@ -323,6 +402,23 @@ class Store:
         """Mark a run interrupted (it resumes from its checkpoint) and release its lease."""
         self._write_state(claim.dir, "interrupted")
         self._release(claim, "interrupted", None)
+
+    def fail_dead_owner(self, spec: RunSpec, owner: str, reason: str) -> bool:
+        """Mark ``spec`` failed with ``reason`` if the (dead) process ``owner`` still holds its
+        lease, as when a worker process is killed mid-run; returns whether it did."""
+        if not self.db_path.exists():
+            return False
+        with self._db(immediate=True) as conn:
+            hit = conn.execute(
+                "UPDATE runs SET status = CASE WHEN status = 'complete' THEN 'complete' "
+                "ELSE 'failed' END, error = ?, owner = NULL WHERE run_id = ? AND owner = ?",
+                (reason, spec.run_id, owner),
+            ).rowcount
+        if hit:
+            path = self.run_dir(spec)
+            if (path / "state.json").exists() and self.status(spec) == "failed":
+                self._write_state(path, "failed", error=reason)
+        return bool(hit)
 
     def _release(self, claim: Claim, status: str, error: str | None) -> None:
         with self._db() as conn:
@@ -356,7 +452,11 @@ class Store:
             ]
         for row in rows:
             row["dir"] = self.root / row["path"]
+            if row["status"] == "complete":
+                row["damaged"] = result_problem(row["dir"])
             row["status"] = _effective_status(row, row["dir"])
+            if row.get("damaged"):
+                row["error"] = f"stored result damaged: {row['damaged']}"
         return rows
 
     def complete_runs(self) -> list[dict[str, Any]]:
@@ -365,7 +465,10 @@ class Store:
 
     def rebuild_index(self) -> int:
         """Recreate the index from the run folders alone (their ``config.json``,
-        ``metrics.json`` and ``state.json``); returns the number of runs indexed."""
+        ``metrics.json`` and ``state.json``); returns the number of runs indexed. An index that
+        is not a SQLite database any more is first set aside as ``calibench.db.damaged``."""
+        if _damaged_db(self.db_path):
+            os.replace(self.db_path, self.db_path.with_name(DB_NAME + DAMAGED_SUFFIX))
         folders = [
             p.parent
             for p in sorted((self.root / RUNS_DIR).glob("*/*/*/*/config.json"))
@@ -379,8 +482,14 @@ class Store:
             except (TypeError, KeyError, AttributeError, ValueError):
                 continue
             metrics = read_json(folder / "metrics.json")
-            state = read_json(folder / "state.json") or {}
-            status = "complete" if isinstance(metrics, dict) else state.get("status", "running")
+            state = read_json(folder / "state.json")
+            state = state if isinstance(state, dict) else {}
+            if isinstance(metrics, dict):
+                status = "complete"
+            else:
+                metrics = None
+                status = state.get("status", "running")
+                status = "interrupted" if status == "complete" else status
             if status not in STATUSES:
                 status = "interrupted"
             records.append((spec, folder, status, metrics, state))
@@ -390,8 +499,8 @@ class Store:
                 mtime = (folder / "config.json").stat().st_mtime
                 conn.execute(
                     "INSERT OR REPLACE INTO runs (run_id, method, dataset, backbone, seed, epochs,"
-                    " status, path, config, metrics, started, finished, owner, error) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " status, path, config, metrics, started, finished, owner, heartbeat, error) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         spec.run_id,
                         spec.method,
@@ -402,21 +511,44 @@ class Store:
                         status,
                         str(folder.relative_to(self.root)),
                         json.dumps(spec.to_dict(), sort_keys=True),
-                        json.dumps(metrics, sort_keys=True) if metrics else None,
+                        json.dumps(strict_json(metrics), sort_keys=True) if metrics else None,
                         mtime,
                         state.get("updated") if status == "complete" else None,
                         state.get("owner") if status == "running" else None,
-                        state.get("error"),
+                        time.time() if status == "running" else None,
+                        _state_error(state),
                     ),
                 )
         return len(records)
 
 
-def _effective_status(row: dict[str, Any] | None, path: Path) -> str:
+def _damaged_db(path: Path) -> bool:
+    """Whether ``path`` exists but is not a readable SQLite database (a lock is no damage)."""
+    if not path.exists():
+        return False
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)) as conn:
+            conn.execute("SELECT name FROM sqlite_master").fetchall()
+    except sqlite3.OperationalError:
+        return False
+    except sqlite3.DatabaseError:
+        return True
+    return False
+
+
+def _state_error(state: dict[str, Any]) -> str | None:
+    """The index's error text of a run from its ``state.json``, as :meth:`Store.fail` writes it."""
+    error, epoch = state.get("error"), state.get("epoch")
+    if error is None:
+        return None
+    return f"epoch {epoch}: {error}" if epoch else str(error)
+
+
+def _effective_status(row: dict[str, Any] | None, path: Path, thorough: bool = False) -> str:
     if row is None:
         return "pending"
     status = row["status"]
-    if status == "complete" and not (path / "metrics.json").exists():
+    if status == "complete" and result_problem(path, thorough) is not None:
         return "interrupted"
     if status == "running" and not owner_alive(row.get("owner"), row.get("heartbeat")):
         return "interrupted"

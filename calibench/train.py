@@ -334,7 +334,8 @@ def resume(p: Prepared, run_dir: Path, warn: Callable[[str], None]) -> History |
             state = torch.load(path, map_location="cpu", weights_only=True)
             _restore(p, state)
         except Exception as exc:
-            warn(f"checkpoint {path} is damaged ({type(exc).__name__}: {exc}); skipped")
+            first_line = (str(exc).strip().splitlines() or [""])[0][:120]
+            warn(f"checkpoint {path} is unreadable ({type(exc).__name__}: {first_line}); skipped")
             continue
         return History(state["epoch"], state["best"], state["best_weights"], state["log"])
     if any((run_dir / name).exists() for name in CHECKPOINTS):
