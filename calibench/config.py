@@ -60,6 +60,8 @@ class Training:
 TRAINING_TYPES = field_types(Training)
 TRAINING_KEYS = set(TRAINING_TYPES)
 MAX_BINS = 1000
+MAX_SEED = 2**63 - 3
+"""Seeds are offset by up to 2 for the method's and the loader's streams (int64 must hold them)."""
 MAX_EPOCHS = 100_000
 ADDED_LATER = {"precision": "fp32", "pretrained": False, "sync_bn": False}
 """Training settings added after stores existed: they enter the run id only when they differ
@@ -364,9 +366,11 @@ def _seeds(overrides: Overrides, preset: dict[str, Any], where: str) -> list[int
         else (preset.get("seeds", [0]), f"{where}: seeds")
     )
     if not isinstance(seeds, list) or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
+        isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds
     ):
-        raise CalibenchError(f"{where} must be a list of non-negative integers, got {seeds!r}.")
+        raise CalibenchError(
+            f"{where} must be a list of integers in [0, {MAX_SEED}], got {seeds!r}."
+        )
     return seeds
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from calibench.config import RunSpec
+from calibench.config import MAX_SEED, RunSpec
 from calibench.errors import CalibenchError
 
 UMASK = os.umask(0)
@@ -50,7 +50,6 @@ when its holder ran on this host and its process has gone."""
 ATTEMPT_SUFFIX = ".attempt"
 OLD_SUFFIX = ".old"
 DAMAGED_SUFFIX = ".damaged"
-MAX_SEED = 2**63 - 3
 """The largest run seed: the index stores it as a 64-bit integer and the trainer seeds its
 random streams with the seed plus 2."""
 RESULT_ARRAYS = ("val_logits", "val_labels", "test_logits", "test_labels")

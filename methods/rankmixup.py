@@ -137,7 +137,9 @@ class RankMixupMNDCG(_RankMixupBase):
 
     def validate(self) -> None:
         super().validate()
-        self.require(self.num_mixup >= 1, f"num_mixup must be >= 1, got {self.num_mixup}")
+        self.require(
+            1 <= self.num_mixup <= 64, f"num_mixup must be in [1, 64], got {self.num_mixup}"
+        )
 
     def loss(self, model, x, y):
         z_raw = model(x)

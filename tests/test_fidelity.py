@@ -162,7 +162,8 @@ def test_every_paper_preset_hyperparameter_cites_its_source() -> None:
         assert lines, table
         for line in lines:
             source = line.split("#", 1)[1] if "#" in line else ""
-            assert re.search(r"RankMixup|MbLS|mixup-cifar10|Mukhoti", source), (table, line)
+            pattern = r"RankMixup|MbLS|mixup-cifar10|Mukhoti|RegMixup|confidence-aware|CAMixup"
+            assert re.search(pattern, source), (table, line)
 
 
 @pytest.mark.parametrize("preset", PAPER_PRESETS)
