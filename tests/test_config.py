@@ -105,7 +105,7 @@ def test_run_id_ignores_where_and_how_it_runs():
         (Overrides(methods=["ce"], sets=["training.eval_batch_size=0"]), "eval_batch_size"),
         (Overrides(methods=["ce"], sets=["training.grad_clip=x"]), "grad_clip must be a finite"),
         (Overrides(methods=["ce"], sets=["training.momentum=1.5"]), "momentum must be in"),
-        (Overrides(methods=["ce"], seeds=[True]), "seeds must be a list of non-negative"),
+        (Overrides(methods=["ce"], seeds=[True]), "seeds must be a list of integers in"),
         (Overrides(methods=["zzz*"]), "the pattern 'zzz\\*' matches no method"),
     ],
 )
