@@ -9,7 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from calibench.metrics import calibration_metrics, fit_temperature, ood_auroc, softmax
+from calibench.metrics import (
+    calibration_metrics,
+    fit_temperature,
+    ood_auroc,
+    ood_auroc_of_probabilities,
+    softmax,
+)
 from calibench.stats import bootstrap_interval
 
 BINNING = {
@@ -128,12 +134,22 @@ def fit_calibrators(
 
 
 def calibrator_rows(
-    transforms: dict[str, Transform], logits: np.ndarray, labels: np.ndarray, n_bins: int = 15
+    transforms: dict[str, Transform],
+    logits: np.ndarray,
+    labels: np.ndarray,
+    n_bins: int = 15,
+    ood: dict[str, np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per calibrator with :data:`CALIBRATOR_METRICS` of its calibrated test
-    probabilities (matrix, vector, Dirichlet and the binning calibrators can change accuracy)."""
+    probabilities (matrix, vector, Dirichlet and the binning calibrators can change accuracy)
+    and, per OOD set of ``ood`` (name -> logits), the AUROC of both OOD scores after it."""
     rows = []
     for name, transform in transforms.items():
-        metrics = metrics_of_probabilities(transform(logits), labels, n_bins)
-        rows.append({"calibrator": name, **{m: metrics[m] for m in CALIBRATOR_METRICS}})
+        probs = transform(logits)
+        metrics = metrics_of_probabilities(probs, labels, n_bins)
+        row = {"calibrator": name, **{m: metrics[m] for m in CALIBRATOR_METRICS}}
+        for ood_name, ood_logits in (ood or {}).items():
+            for score, value in ood_auroc_of_probabilities(probs, transform(ood_logits)).items():
+                row[f"ood_{ood_name}_{score}"] = value
+        rows.append(row)
     return rows

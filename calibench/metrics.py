@@ -404,10 +404,16 @@ def ood_auroc(id_logits: np.ndarray, ood_logits: np.ndarray, temperature: float 
     """AUROC of OOD detection by two scores (docs/metrics.md): normalised entropy with OOD as
     the positive class, and max softmax probability with in-distribution as the positive class
     (Hendrycks & Gimpel 2017)."""
-    from sklearn.metrics import roc_auc_score
-
     p_id = softmax(_as_f64(id_logits) / temperature)
     p_ood = softmax(_as_f64(ood_logits) / temperature)
+    return ood_auroc_of_probabilities(p_id, p_ood)
+
+
+def ood_auroc_of_probabilities(p_id: np.ndarray, p_ood: np.ndarray) -> dict:
+    """:func:`ood_auroc` of probabilities (e.g. after a post-hoc calibrator)."""
+    from sklearn.metrics import roc_auc_score
+
+    p_id, p_ood = _as_f64(p_id), _as_f64(p_ood)
     is_ood = np.r_[np.zeros(len(p_id)), np.ones(len(p_ood))]
     entropy = np.r_[normalised_entropy(p_id), normalised_entropy(p_ood)]
     msp = np.r_[p_id.max(axis=1), p_ood.max(axis=1)]

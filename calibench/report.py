@@ -218,11 +218,20 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def per_run_markdown(table: pd.DataFrame) -> str:
+    """Every run's metrics; ECE, AdaECE and NLL with their bootstrap 95% interval over test
+    samples (docs/statistics.md)."""
+
+    def cell(row: pd.Series, column: str) -> str:
+        if column in KEYS:
+            return str(row[column])
+        text = _fmt(row[column], column)
+        low, high = row.get(f"{column}_low"), row.get(f"{column}_high")
+        if low is None or pd.isna(low):
+            return text
+        return f"{text} [{_fmt(low, column)}, {_fmt(high, column)}]"
+
     columns = [*KEYS, *[m for m in METRICS if m in table.columns]]
-    rows = [
-        [str(r[c]) if c in KEYS else _fmt(r[c], c) for c in columns] for _, r in table.iterrows()
-    ]
-    return markdown_table(columns, rows)
+    return markdown_table(columns, [[cell(r, c) for c in columns] for _, r in table.iterrows()])
 
 
 def draw_diagrams(runs: list[tuple[str, RunSpec, dict]], table: pd.DataFrame, folder: Path) -> None:
@@ -290,6 +299,7 @@ def calibrator_table(
                 logits["test_logits"],
                 logits["test_labels"],
                 spec.training.n_bins,
+                {name: logits[f"ood_{name}_logits"] for name in spec.ood},
             )
         ]
     return pd.DataFrame(rows)
@@ -310,7 +320,8 @@ def write_calibrator_report(
     if "md" not in formats:
         return table
     keys = ["dataset", "backbone", "method", "config_id", "calibrator"]
-    grouped = table.groupby(keys, sort=False)[list(CALIBRATOR_METRICS)]
+    ood = sorted(c for c in table.columns if c.startswith("ood_"))
+    grouped = table.groupby(keys, sort=False)[[*CALIBRATOR_METRICS, *ood]]
     summary = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std")).reset_index()
     parts = [
         "# Post-hoc calibrators\n\nEvery calibrator is fitted on each run's validation logits "
@@ -318,8 +329,10 @@ def write_calibrator_report(
         "over seeds. Vector, matrix and Dirichlet scaling and the binning calibrators can "
         "change accuracy; temperature scaling cannot.\n"
     ]
-    for metric in ("ece", "acc", "nll"):
+    for metric in ("ece", "acc", "nll", *ood):
         for (dataset, backbone), group in summary.groupby(["dataset", "backbone"], sort=False):
+            if group[metric].isna().all():
+                continue
             cells = group.assign(cell=[_cell(r, metric) for _, r in group.iterrows()])
             cells["method"] = cells["config_id"].map(labels)
             wide = cells.pivot(index="method", columns="calibrator", values="cell")
@@ -438,7 +451,8 @@ def build_report(
                 "method by more than the seed noise (paired t-interval over seeds excludes 0); "
                 "≈: tied for best (docs/statistics.md).\n\n"
                 + markdown_table(header, rows)
-                + "\n## Every run\n\n"
+                + "\n## Every run\n\nECE, AdaECE and NLL with their bootstrap 95% interval over "
+                "test samples in brackets.\n\n"
                 + per_run_markdown(table)
                 + ("" if comparison is None else "\n" + comparison_markdown(comparison))
             ),

@@ -192,6 +192,17 @@ def test_fake_cifar10_flows_through_run_and_report(tmp_path, bypass_md5, capsys)
         ):
             assert 0.0 <= float(row[column]) <= 1.0
     assert "ood_svhn_auroc_msp" in (out / "report" / "results.md").read_text()
+    calibrated = list(csv.DictReader(open(out / "report" / "calibrators.csv")))
+    for row in calibrated:
+        assert 0.0 <= float(row["ood_svhn_auroc_msp"]) <= 1.0
+    none = {r["method"]: r for r in calibrated if r["calibrator"] == "none"}
+    for row in rows:
+        assert float(none[row["method"]]["ood_svhn_auroc_msp"]) == pytest.approx(
+            float(row["ood_svhn_auroc_msp"]), rel=1e-12
+        )
+    assert "## ood_svhn_auroc_msp: cifar10 / small_cnn" in (
+        out / "report" / "calibrators.md"
+    ).read_text()
 
 
 def test_ood_set_of_another_shape_is_rejected(tmp_path, capsys):
