@@ -31,6 +31,7 @@ from calibench.figures import (
     training_curves_figure,
 )
 from calibench.metrics import calibration_bins, equal_width_edges, softmax, top_label
+from calibench.published import COMPARISON_HEADER
 from calibench.reliability import reliability_figure
 from calibench.store import Store, read_json, write_text
 from calibench.tables import GROUP, Marks, best_marks, fmt, label, metric_columns
@@ -191,18 +192,7 @@ def mixing_table(results: dict[str, MixingResult]) -> str:
 
 def comparison_table(comparison: pd.DataFrame) -> str:
     """Published values beside the measured ones (see :mod:`calibench.published`)."""
-    header = [
-        "dataset",
-        "backbone",
-        "method",
-        "metric",
-        "published",
-        "measured",
-        "difference",
-        "verified",
-        "settings that differ",
-        "source",
-    ]
+    header = list(COMPARISON_HEADER)
     rows = [
         "<tr>"
         + _cell(r["dataset"], r["dataset"])

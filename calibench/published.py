@@ -151,18 +151,7 @@ def comparison_markdown(comparison: pd.DataFrame, published: pd.DataFrame | None
             "for " + "; ".join(f"{d}: {', '.join(sorted(m))}" for d, m in have.items()) + ".\n"
         )
         return "\n".join(lines)
-    header = [
-        "dataset",
-        "backbone",
-        "method",
-        "metric",
-        "published",
-        "measured",
-        "difference",
-        "verified",
-        "settings that differ",
-        "source",
-    ]
+    header = list(COMPARISON_HEADER)
     sources = list(dict.fromkeys(comparison["source"]))
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
@@ -183,3 +172,18 @@ def comparison_markdown(comparison: pd.DataFrame, published: pd.DataFrame | None
     lines.append("")
     lines += [f"[{i}] {source}  " for i, source in enumerate(sources, 1)]
     return "\n".join(lines) + "\n"
+
+
+COMPARISON_HEADER = (
+    "dataset",
+    "backbone",
+    "method",
+    "metric",
+    "published",
+    "measured",
+    "difference",
+    "verified",
+    "settings that differ",
+    "source",
+)
+"""The columns of the published-against-measured table, in the markdown and HTML reports."""

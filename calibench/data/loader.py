@@ -42,6 +42,18 @@ def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
+def pixel_statistics(spec: DatasetSpec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dataset's per-channel mean and std in uint8 units, shaped (1, C, 1, 1)."""
+    shape = (1, -1, 1, 1)
+    mean = torch.tensor(spec.mean, device=device, dtype=torch.float32).view(shape) * 255
+    return mean, torch.tensor(spec.std, device=device, dtype=torch.float32).view(shape) * 255
+
+
+def batch_count(n: int, batch_size: int, train: bool) -> int:
+    """Batches per epoch: the last partial batch is dropped for training, kept for evaluation."""
+    return n // batch_size if train else -(-n // batch_size)
+
+
 class DeviceLoader:
     """Iterate over normalised (and, for training, augmented) batches of one split."""
 
@@ -64,13 +76,10 @@ class DeviceLoader:
         self.train = train
         self.spec = spec
         self.generator = generator if generator is not None else torch.Generator()
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(spec.mean, device=device, dtype=torch.float32).view(shape) * 255
-        self.std = torch.tensor(spec.std, device=device, dtype=torch.float32).view(shape) * 255
+        self.mean, self.std = pixel_statistics(spec, device)
 
     def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.train else -(-n // self.batch_size)
+        return batch_count(len(self.labels), self.batch_size, self.train)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float() - self.mean) / self.std

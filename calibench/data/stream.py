@@ -276,14 +276,15 @@ class StreamLoader:
         self.decode_on_device = (
             device.type == "cuda" if decode_on_device is None else decode_on_device
         )
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(spec.mean, device=device, dtype=torch.float32).view(shape) * 255
-        self.std = torch.tensor(spec.std, device=device, dtype=torch.float32).view(shape) * 255
+        from calibench.data.loader import pixel_statistics
+
+        self.mean, self.std = pixel_statistics(spec, device)
         import torchvision.io  # noqa: F401  (imported once here, not in every forked worker)
 
     def __len__(self) -> int:
-        n = len(self.split)
-        return n // self.batch_size if self.train else -(-n // self.batch_size)
+        from calibench.data.loader import batch_count
+
+        return batch_count(len(self.split), self.batch_size, self.train)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float() - self.mean) / self.std
