@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="calibench",
         description="Train calibration methods x backbones x datasets x seeds, store every run,\n"
-        "and report accuracy / ECE / AdaECE / classwise-ECE before and after temperature\n"
-        "scaling, with reliability diagrams.",
+        "and report accuracy, NLL and the calibration errors (ECE, AdaECE, classwise ECE,\n"
+        "smooth ECE, ...) before and after post-hoc calibrators, under dataset shift and OOD,\n"
+        "with intervals that say whether a difference is larger than the noise.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
