@@ -336,8 +336,9 @@ def section_html(
     columns = [c for c in metric_columns(summary, ood=False) if group[c].notna().any()]
     out.append(
         "<p class=note>Mean ± std over seeds; accuracy and ECE-like metrics in percent; (TS) "
-        "after temperature scaling fitted on the validation set. Bold: best mean per column; "
-        "underlined: tied. Click a header to sort.</p>"
+        "after temperature scaling fitted on the validation set. Bold: better than every other "
+        "method beyond the seed noise; underlined: tied for best (docs/statistics.md). Click a "
+        "header to sort.</p>"
     )
     out.append(summary_table(group, columns, marks))
     ood = [c for c in metric_columns(summary, ood=True) if group[c].notna().any()]
