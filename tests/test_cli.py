@@ -200,9 +200,10 @@ def test_fake_cifar10_flows_through_run_and_report(tmp_path, bypass_md5, capsys)
         assert float(none[row["method"]]["ood_svhn_auroc_msp"]) == pytest.approx(
             float(row["ood_svhn_auroc_msp"]), rel=1e-12
         )
-    assert "## ood_svhn_auroc_msp: cifar10 / small_cnn" in (
-        out / "report" / "calibrators.md"
-    ).read_text()
+    assert (
+        "## ood_svhn_auroc_msp: cifar10 / small_cnn"
+        in (out / "report" / "calibrators.md").read_text()
+    )
 
 
 def test_ood_set_of_another_shape_is_rejected(tmp_path, capsys):
