@@ -86,14 +86,6 @@ def metrics_of_probabilities(probs: np.ndarray, labels: np.ndarray, n_bins: int 
     return calibration_metrics(np.log(np.clip(probs, PROBABILITY_FLOOR, 1.0)), labels, n_bins)
 
 
-def temperature_transforms(temperature: float) -> dict[str, Transform]:
-    """The uncalibrated softmax and the run's temperature scaling, as transforms."""
-    return {
-        "none": softmax,
-        "temperature": lambda z: softmax(np.asarray(z, dtype=np.float64) / temperature),
-    }
-
-
 def shift_rows(
     shifted: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]],
     transforms: dict[str, Transform],

@@ -331,20 +331,7 @@ class Store:
                 "heartbeat = excluded.heartbeat, error = NULL, status = excluded.status, "
                 "started = CASE WHEN excluded.status = 'complete' THEN runs.started "
                 "ELSE excluded.started END",
-                (
-                    spec.run_id,
-                    spec.method,
-                    spec.dataset,
-                    spec.backbone,
-                    spec.seed,
-                    spec.training.epochs,
-                    kept,
-                    str(path.relative_to(self.root)),
-                    json.dumps(spec.to_dict(), sort_keys=True),
-                    now,
-                    owner_id(),
-                    now,
-                ),
+                (*self._index_columns(spec, path, kept), now, owner_id(), now),
             )
         target = path.with_name(path.name + ATTEMPT_SUFFIX) if attempt else path
         if attempt:
@@ -462,6 +449,21 @@ class Store:
         """Index rows of every complete run (see :meth:`runs`)."""
         return [r for r in self.runs() if r["status"] == "complete"]
 
+    def _index_columns(self, spec: RunSpec, folder: Path, status: str) -> tuple:
+        """The index columns run_id, method, dataset, backbone, seed, epochs, status, path and
+        config of a run, in that order."""
+        return (
+            spec.run_id,
+            spec.method,
+            spec.dataset,
+            spec.backbone,
+            spec.seed,
+            spec.training.epochs,
+            status,
+            str(folder.relative_to(self.root)),
+            json.dumps(spec.to_dict(), sort_keys=True),
+        )
+
     def rebuild_index(self) -> int:
         """Recreate the index from the run folders alone (their ``config.json``,
         ``metrics.json`` and ``state.json``); returns the number of runs indexed. An index that
@@ -501,15 +503,7 @@ class Store:
                     " status, path, config, metrics, started, finished, owner, heartbeat, error) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        spec.run_id,
-                        spec.method,
-                        spec.dataset,
-                        spec.backbone,
-                        spec.seed,
-                        spec.training.epochs,
-                        status,
-                        str(folder.relative_to(self.root)),
-                        json.dumps(spec.to_dict(), sort_keys=True),
+                        *self._index_columns(spec, folder, status),
                         json.dumps(strict_json(metrics), sort_keys=True) if metrics else None,
                         mtime,
                         state.get("updated") if status == "complete" else None,
