@@ -50,6 +50,8 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from calibench.config import PRECISIONS
+
     parser = argparse.ArgumentParser(
         prog="calibench",
         description="Train calibration methods x backbones x datasets x seeds, store every run,\n"
@@ -227,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--precision",
-        choices=["fp32", "bf16"],
+        choices=PRECISIONS,
         default="fp32",
         help="with --against: calibench's precision (the reference is always fp32)",
     )
@@ -340,6 +342,8 @@ def _shift_arguments(p: argparse.ArgumentParser, required: bool = False) -> None
 
 
 def _metrics_parser(sub: argparse._SubParsersAction) -> None:
+    from calibench.config import TEMPERATURE_FITS
+
     metrics = sub.add_parser(
         "metrics",
         help="calibration metrics of any logits file (.npy, .npz, .pt, .csv)",
@@ -359,7 +363,7 @@ def _metrics_parser(sub: argparse._SubParsersAction) -> None:
     )
     metrics.add_argument(
         "--temperature-fit",
-        choices=["ece_grid", "nll"],
+        choices=TEMPERATURE_FITS,
         default="ece_grid",
         help="how T is fitted on the validation logits (default ece_grid)",
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import typing
 from dataclasses import asdict, dataclass, field
 from itertools import product
 from pathlib import Path
@@ -59,6 +60,8 @@ class Training:
 
 TRAINING_TYPES = field_types(Training)
 TRAINING_KEYS = set(TRAINING_TYPES)
+PRECISIONS = typing.get_args(TRAINING_TYPES["precision"][0])
+TEMPERATURE_FITS = typing.get_args(TRAINING_TYPES["temperature_fit"][0])
 MAX_BINS = 1000
 MAX_SEED = 2**63 - 3
 """Seeds are offset by up to 2 for the method's and the loader's streams (int64 must hold them)."""
