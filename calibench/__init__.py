@@ -11,6 +11,7 @@ from calibench.method import (
     register_method,
 )
 from calibench.registry import BACKBONES, DATASETS, METHODS
+from calibench.views import forward_views
 
 __all__ = [
     "BACKBONES",
@@ -21,6 +22,7 @@ __all__ = [
     "Method",
     "Mix",
     "TrainingSetup",
+    "forward_views",
     "get_method",
     "list_methods",
     "register_method",

@@ -39,6 +39,7 @@ from calibench.config import Training
 from calibench.data import DeviceLoader
 from calibench.data.base import Split
 from calibench.errors import CalibenchError
+from calibench.fast_path import FastPath, prepare_model, resolve, training_forward
 from calibench.method import Method, TrainingSetup, get_method, training_loss
 from calibench.models import build_backbone
 from calibench.registry import DATASETS
@@ -393,6 +394,7 @@ class _Paths:
     seed: int
     peaks: dict[str, float | None]
     num_train: int
+    fast: FastPath
 
 
 def compare_with_reference(
@@ -410,6 +412,7 @@ def compare_with_reference(
     warmup_steps: int = 3,
     seed: int = 0,
     on_row: Callable[[Comparison], None] | None = None,
+    fast: FastPath | None = None,
 ) -> Comparison:
     """Train-step throughput of calibench's pipeline and of the reference pipeline, per method.
 
@@ -419,6 +422,8 @@ def compare_with_reference(
     block is a few untimed lead-in steps (the reference loader's prefetch depth, so that batches
     made while the other path ran are not counted) and ``steps`` timed ones. ``ratio`` is the
     median over pairs of calibench's images/s over the reference's (docs/speed.md).
+    calibench's path takes the fast path ``fast`` (default: what ``"auto"`` gives on
+    ``device``, calibench/fast_path.py); the reference never does.
     ``on_row(comparison)`` is called after each method, e.g. to save partial results."""
     from calibench.reference_pipeline import default_num_workers, reference_loader
 
@@ -461,7 +466,8 @@ def compare_with_reference(
         blocks=blocks,
         device=device,
         precision=precision,
-        protocol=Training(),
+        protocol=Training(precision=precision),
+        fast=resolve(Training(), device) if fast is None else fast,
         ours=_Cycle(device_loader.indexed),
         theirs=_Cycle(ref_loader.__iter__),
         probe=MemoryProbe(device),
@@ -488,6 +494,7 @@ def compare_with_reference(
         "lead_in_steps_per_block": paths.lead_in,
         "warmup_steps": warmup_steps,
         "precision": precision,
+        "fast_path": paths.fast.describe(),
         "reference_precision": "fp32",
         "num_workers": workers,
         "torch_threads": torch.get_num_threads(),
@@ -531,13 +538,22 @@ def _compare_one(paths: _Paths, method_name: str) -> ComparisonRow:
         m.setup(TrainingSetup(paths.num_train, spec.num_classes))
         return m
 
-    # train_one_epoch reads the model, the method and the optimiser of its first argument
-    trainer = SimpleNamespace(model=model, ddp=None, method=method(), optimizer=sgd(model))
+    prepare_model(model, paths.fast)
+    # train_one_epoch reads these fields of its first argument (a calibench.train.Prepared)
+    trainer = SimpleNamespace(
+        model=model,
+        ddp=None,
+        net=training_forward(model, paths.fast),
+        fast=paths.fast,
+        method=method(),
+        optimizer=sgd(model),
+    )
     ref_method, ref_optimizer = method(), sgd(ref_model)
     ref_model.train()
 
-    def ours_steps(n: int) -> None:
-        train_one_epoch(trainer, _Take(paths.ours, n), protocol.grad_clip, paths.precision)  # type: ignore[arg-type]
+    def ours_steps(n: int, net: nn.Module | None = None) -> None:
+        step = trainer if net is None else SimpleNamespace(**{**vars(trainer), "net": net})
+        train_one_epoch(step, _Take(paths.ours, n), protocol)  # type: ignore[arg-type]
 
     def theirs_steps(n: int) -> None:
         for _ in range(n):
@@ -548,7 +564,7 @@ def _compare_one(paths: _Paths, method_name: str) -> ComparisonRow:
 
     ours_steps(paths.warmup_steps)
     theirs_steps(paths.warmup_steps)
-    flops = count_flops(partial(ours_steps, 1))
+    flops = count_flops(partial(ours_steps, 1, model))  # the counter cannot see compiled graphs
     seconds: dict[str, list[float]] = {"calibench": [], "reference": []}
     memory: dict[str, list[int | None]] = {"calibench": [], "reference": []}
     for _ in range(paths.blocks):

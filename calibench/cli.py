@@ -234,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --against: calibench's precision (the reference is always fp32)",
     )
     bench.add_argument(
+        "--fast",
+        default="auto",
+        metavar="SWITCHES",
+        help="with --against: calibench's fast path: auto (default, the device's measured "
+        "defaults), plain, or a comma-separated list of channels_last, compile, fuse_views "
+        "(docs/speed.md)",
+    )
+    bench.add_argument(
         "--num-workers",
         type=int,
         help="with --against: the reference's DataLoader workers (default min(4, cpu count))",
@@ -575,6 +583,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
 
     from rich.table import Table
 
+    from calibench import fast_path
     from calibench.bench import (
         bench_methods,
         compare_with_reference,
@@ -606,6 +615,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
             data_root=args.data_root,
             peak_tflops=args.peak_tflops,
             on_row=partial(write_comparison, path=args.output) if args.output else None,
+            fast=fast_path.parse(args.fast, device),
         )
         if args.json:
             print(json.dumps(comparison_document(comparison), indent=2))
@@ -618,6 +628,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
         ("--num-workers", args.num_workers),
         ("--peak-tflops", args.peak_tflops),
         ("--precision bf16", args.precision == "bf16"),
+        ("--fast", args.fast != "auto"),
     )
     given = [flag for flag, value in only_against if value not in (None, False)]
     if given:

@@ -33,6 +33,11 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / CONFIG_NAME
 """The packaged default settings; ``calibench init`` copies them to ./benchmark.toml."""
 
 
+Switch = bool | Literal["auto"]
+"""A fast-path setting: on, off, or ``"auto"`` (the measured default of the run's device type,
+calibench/fast_path.py)."""
+
+
 @dataclass(frozen=True)
 class Training:
     """Optimisation and evaluation protocol shared by every method of a run."""
@@ -52,6 +57,9 @@ class Training:
     precision: Literal["fp32", "bf16"] = "fp32"
     pretrained: bool = False
     sync_bn: bool = False
+    channels_last: Switch = "auto"
+    compile: Switch = "auto"
+    fuse_views: Switch = "auto"
 
     def milestone_epochs(self) -> list[int]:
         """Epochs after which the learning rate is multiplied by ``lr_decay``."""
@@ -69,6 +77,10 @@ MAX_EPOCHS = 100_000
 ADDED_LATER = {"precision": "fp32", "pretrained": False, "sync_bn": False}
 """Training settings added after stores existed: they enter the run id only when they differ
 from these values, so the runs of an existing store keep their ids."""
+EXECUTION = ("channels_last", "compile", "fuse_views")
+"""Training settings that choose how a run is computed, not what: equal results to float
+tolerance (docs/speed.md). Like the device they stay out of the run id; the run's config and
+result record them."""
 
 
 def _digest(obj: Any) -> str:
@@ -100,6 +112,8 @@ class RunSpec:
         for key, default in ADDED_LATER.items():
             if d["training"][key] == default:
                 del d["training"][key]
+        for key in EXECUTION:
+            del d["training"][key]
         return d
 
     @property

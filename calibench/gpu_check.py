@@ -76,10 +76,10 @@ def _bench_lines(folder: Path) -> list[str]:
         doc = json.loads(path.read_text())
         if not lines:
             lines += [
-                "| dataset | backbone | data | precision | method | calibench img/s | "
+                "| dataset | backbone | data | precision | fast path | method | calibench img/s | "
                 "reference img/s | ratio | calibench MFU | reference MFU | calibench peak MiB "
                 "| reference peak MiB |",
-                "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+                "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
             ]
         for m in doc["methods"]:
             a, b = m["calibench"], m["reference"]
@@ -88,7 +88,8 @@ def _bench_lines(folder: Path) -> list[str]:
             mfu = [None if p["mfu"] is None else f"{100 * p['mfu']:.1f}%" for p in (a, b)]
             lines.append(
                 f"| {doc['dataset']} | {doc['backbone']} | {doc['data']} | {doc['precision']} "
-                f"| {m['method']} | {a['images_per_s']:.0f} | {b['images_per_s']:.0f} "
+                f"| {doc.get('fast_path', 'plain')} | {m['method']} "
+                f"| {a['images_per_s']:.0f} | {b['images_per_s']:.0f} "
                 f"| {m['ratio']:.2f}x | {mfu[0] or '-'} | {mfu[1] or '-'} "
                 f"| {_fmt(mib[0], '.0f')} | {_fmt(mib[1], '.0f')} |"
             )

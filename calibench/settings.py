@@ -32,15 +32,22 @@ def coerce(value: Any, kind: Any, name: str) -> Any:
         options = [k for k in typing.get_args(kind) if k is not type(None)]
         if value is None and len(options) < len(typing.get_args(kind)):
             return None
-        (kind,) = options
-        return coerce(value, kind, name)
+        errors = []
+        for option in options:
+            try:
+                return coerce(value, option, name)
+            except CalibenchError as exc:
+                errors.append(str(exc).removeprefix(f"{name} must be ").rstrip("."))
+        wanted = " or ".join(e.split(", got ")[0] for e in errors)
+        raise CalibenchError(f"{name} must be {wanted}, got {value!r}.")
     if origin is typing.Literal:
         choices = typing.get_args(kind)
         if any(value == c and type(value) is type(c) for c in choices):
             return value
-        raise CalibenchError(
-            f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}."
+        wanted = (
+            repr(choices[0]) if len(choices) == 1 else f"one of {', '.join(map(repr, choices))}"
         )
+        raise CalibenchError(f"{name} must be {wanted}, got {value!r}.")
     if origin is tuple:
         (item, *_rest) = typing.get_args(kind)
         if not isinstance(value, list | tuple):

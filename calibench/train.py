@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from calibench import distributed
-from calibench.config import RunSpec
+from calibench import distributed, fast_path
+from calibench.config import RunSpec, Training
 from calibench.data import (
     DataRequest,
     DatasetSpec,
@@ -46,6 +46,7 @@ from calibench.metrics import calibration_metrics
 from calibench.models import build_backbone
 from calibench.registry import DATASETS
 from calibench.store import Claim, Store, save_arrays, save_torch, write_text
+from calibench.views import view_batching
 
 
 class RunProgress(Protocol):
@@ -116,6 +117,9 @@ class Prepared:
     ood: dict[str, ImageData]
     ddp: nn.Module | None = None
     """The DistributedDataParallel wrapper that trains ``model`` in a multi-process run."""
+    fast: fast_path.FastPath = field(default_factory=fast_path.FastPath)
+    net: nn.Module | None = None
+    """What a training step calls: ``model`` or ``ddp``, compiled when ``fast.compile``."""
 
 
 def prepare(spec: RunSpec) -> Prepared:
@@ -141,6 +145,8 @@ def prepare(spec: RunSpec) -> Prepared:
     model = build_backbone(
         spec.backbone, dataset.num_classes, dataset.in_channels, dataset.image_size, **extra
     ).to(device)
+    fast = fast_path.resolve(t, device)
+    fast_path.prepare_model(model, fast)
     ddp = distributed.wrap_model(model, device, t.sync_bn)
     model = ddp.module if ddp is not None else model
     optimizer = torch.optim.SGD(
@@ -156,7 +162,10 @@ def prepare(spec: RunSpec) -> Prepared:
     generator = torch.Generator().manual_seed(spec.seed + 2)
     if rank > 0:
         torch.manual_seed(distributed.method_seed(spec.seed, rank))
-    return Prepared(data, dataset, model, method, optimizer, scheduler, generator, device, ood, ddp)
+    net = fast_path.training_forward(ddp if ddp is not None else model, fast)
+    return Prepared(
+        data, dataset, model, method, optimizer, scheduler, generator, device, ood, ddp, fast, net
+    )
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
@@ -205,22 +214,25 @@ def _check_finite(value: torch.Tensor, what: str) -> None:
 
 
 def train_one_epoch(
-    p: Prepared, loader: DeviceLoader | StreamLoader, grad_clip: float, precision: str = "fp32"
+    p: Prepared, loader: DeviceLoader | StreamLoader, t: Training
 ) -> dict[str, float]:
-    """One pass over the training data; returns the epoch means of the loss and its terms
-    (averaged over the ranks of a multi-process run). The running loss is checked every
+    """One pass over the training data with ``t``'s gradient clipping and precision and
+    ``p.fast``'s fast path; returns the epoch means of the loss and its terms (averaged over
+    the ranks of a multi-process run). The running loss is checked every
     :data:`FINITE_CHECK_EVERY` steps and the parameters at the end; a non-finite value raises
     :class:`RunFailed` (on every rank: the checks use the loss averaged over the ranks)."""
-    net = p.ddp if p.ddp is not None else p.model
+    net = next(m for m in (p.net, p.ddp, p.model) if m is not None)
     net.train()
-    model = MixedPrecisionForward(net) if precision == "bf16" else net
+    model = MixedPrecisionForward(net) if t.precision == "bf16" else net
     sums: dict[str, torch.Tensor] = {}
     for step, (x, y, indices) in enumerate(loader.indexed(), 1):
-        out = _check_loss(training_loss(p.method, model, x, y, indices), p.method)
+        x = fast_path.to_memory_format(x, p.fast.channels_last)
+        with view_batching(p.fast.fuse_views):
+            out = _check_loss(training_loss(p.method, model, x, y, indices), p.method)
         p.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
-        if grad_clip > 0:
-            nn.utils.clip_grad_norm_(p.model.parameters(), grad_clip)
+        if t.grad_clip > 0:
+            nn.utils.clip_grad_norm_(p.model.parameters(), t.grad_clip)
         p.optimizer.step()
         for name, value in {"loss": out.total, **out.terms}.items():
             value = torch.as_tensor(value).detach().float()
@@ -407,7 +419,7 @@ def run_epochs(p: Prepared, loaders: Loaders, history: History, t: Any) -> Itera
         tick = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch, "lr": p.optimizer.param_groups[0]["lr"]}
         try:
-            row.update(train_one_epoch(p, loaders.train, t.grad_clip, t.precision))
+            row.update(train_one_epoch(p, loaders.train, t))
             p.scheduler.step()
             val, val_logits = validate(p, loaders.val, val_labels, t)
             p.method.on_epoch_end(epoch, val_logits, val_labels)
@@ -428,8 +440,11 @@ def run_epochs(p: Prepared, loaders: Loaders, history: History, t: Any) -> Itera
 
 
 def final_logits(p: Prepared, loaders: Loaders, history: History, t: Any) -> dict[str, np.ndarray]:
-    """Validation, test and OOD logits of the best-validation weights."""
+    """Validation, test and OOD logits of the best-validation weights, computed in the plain
+    memory layout whatever the fast path, so that they equal what a plain model loaded from
+    ``best.pt`` gives (as ``calibench evaluate --shift`` and other tools load it)."""
     p.model.load_state_dict(history.best_weights)
+    p.model.to(memory_format=torch.contiguous_format)
     predict = partial(predict_logits, p.model, precision=t.precision)
     logits = {
         "val_logits": predict(loaders.val),
@@ -500,6 +515,7 @@ def train(
         train_seconds=time.perf_counter() - started,
         device=str(p.device),
         processes=distributed.world_size(),
+        fast_path=p.fast.describe(),
     )
     store.finish(claim, metrics)
     if progress:

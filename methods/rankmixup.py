@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from calibench import Loss, Method, register_method
+from calibench import Loss, Method, forward_views, register_method
 
 
 def max_confidence(logits: torch.Tensor, kind: str = "prob") -> torch.Tensor:
@@ -98,7 +98,8 @@ class RankMixupMRL(_RankMixupBase):
     CE(z_raw, y) + weight * mrl_loss(z_raw, z_mix, y != y[perm], margin).
 
     One mixed copy per batch (l ~ Beta(alpha, alpha), random permutation), raw and mixed batches
-    in two forward passes (separate BatchNorm statistics, as in the reference code).
+    as two views (separate BatchNorm statistics, as in the reference code's two forward passes;
+    :func:`calibench.forward_views`).
     Defaults: margin 2.0, alpha 2.0 (CIFAR; benchmark.toml sets 1.0 / 1.0 for Tiny-ImageNet),
     weight 0.1, confidence "logit". See the module docstring for the differences from the
     reference code (per-sample mask, max logits)."""
@@ -113,9 +114,8 @@ class RankMixupMRL(_RankMixupBase):
         self.require(self.margin >= 0, f"margin must be >= 0, got {self.margin}")
 
     def loss(self, model, x, y):
-        z_raw = model(x)
         mix = self.mix(x, self.alpha)
-        z_mix = model(mix.inputs)
+        z_raw, z_mix = forward_views(model, [x, mix.inputs])
         ce = F.cross_entropy(z_raw, y)
         rank = mrl_loss(z_raw, z_mix, y != y[mix.perm], self.margin, self.confidence)
         return Loss(ce + self.weight * rank, {"ce": ce, "rank": rank})
@@ -127,8 +127,9 @@ class RankMixupMNDCG(_RankMixupBase):
     CE(z_raw, y) + weight * mndcg_loss(z_raw, z_mix, relevance).
 
     ``num_mixup`` mixed copies, each with its own l_q ~ Beta(alpha, alpha) and permutation,
-    relevance max(l_q, 1 - l_q) (1 for same-label pairs). The raw batch is one forward pass and
-    the M mixed copies a second one over their concatenation. Defaults: alpha 2.0 (CIFAR;
+    relevance max(l_q, 1 - l_q) (1 for same-label pairs). The raw batch is one view and the M
+    mixed copies, concatenated, a second one (the reference code's two forward passes;
+    :func:`calibench.forward_views`). Defaults: alpha 2.0 (CIFAR;
     1.0 for Tiny-ImageNet in benchmark.toml), num_mixup 3, weight 0.1."""
 
     alpha: float = 2.0
@@ -142,9 +143,9 @@ class RankMixupMNDCG(_RankMixupBase):
         )
 
     def loss(self, model, x, y):
-        z_raw = model(x)
         mixes = [self.mix(x, self.alpha) for _ in range(self.num_mixup)]
-        z_mix = model(torch.cat([m.inputs for m in mixes])).view(self.num_mixup, *z_raw.shape)
+        z_raw, z_mix = forward_views(model, [x, torch.cat([m.inputs for m in mixes])])
+        z_mix = z_mix.view(self.num_mixup, *z_raw.shape)
         relevance = torch.stack([mixing_relevance(m.lam, y, y[m.perm]) for m in mixes])
         ce = F.cross_entropy(z_raw, y)
         rank = mndcg_loss(z_raw, z_mix, relevance)

@@ -3,6 +3,7 @@
 #   1. calibench against the reference pipeline (calibench bench --against reference) for ce,
 #      mixup, rankmixup_mrl and rankmixup_mndcg on resnet50 (cifar10 shape, batch 128) and
 #      small_resnet (fashion_mnist, batch 128), in fp32 and bf16;
+#      then the fast path (channels last, fused views) on both, for ce and rankmixup_mndcg;
 #   2. the fashion preset on the real Fashion-MNIST of .gpu-data/ (`make gpu-data`) for as many
 #      epochs as the time left allows, computed from a measured first epoch of ce;
 #   3. results/gpu/<date>/: bench JSON and tables, run logs, the fashion store and report,
@@ -20,6 +21,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 COLUMNS=2
 DATE=$(date -u +%Y-%m-%d)
 DATA_ROOT=${GPU_DATA_ROOT:-.gpu-data}
 BENCH_METHODS=ce,mixup,rankmixup_mrl,rankmixup_mndcg
+FAST_METHODS=ce,rankmixup_mndcg
 
 if [ "${1:-}" = "--rehearsal" ]; then
     MODE=rehearsal
@@ -116,7 +118,26 @@ for config in $BENCH_CONFIGS; do
         step "$name" $cap $KEEP_AFTER_BENCH "$RESULTS/$name.txt" "$PYTHON" -m calibench.cli bench \
             --against reference --dataset "$dataset" --backbone "$backbone" \
             --methods "$BENCH_METHODS" "${BENCH_ARGS[@]}" --device "$DEVICE" \
-            --precision "$precision" --data-root "$DATA_ROOT" --output "$RESULTS/$name.json"
+            --precision "$precision" --fast plain --data-root "$DATA_ROOT" \
+            --output "$RESULTS/$name.json"
+    done
+done
+
+# the fast path (docs/speed.md, "Fast path"): what channels-last layout and fused views add on
+# each backbone, to set calibench/fast_path.py's CUDA defaults by measurement (compile is left
+# out: building the graphs of a ResNet-50 step takes longer than this check can give)
+for config in $BENCH_CONFIGS; do
+    dataset=${config%%:*}
+    backbone=${config#*:}
+    precision=bf16
+    [ "$backbone" = small_resnet ] && precision=fp32
+    for fast in channels_last channels_last,fuse_views; do
+        name=bench-$dataset-$backbone-$precision-${fast//,/+}
+        step "$name" 45 $KEEP_AFTER_BENCH "$RESULTS/$name.txt" "$PYTHON" -m calibench.cli bench \
+            --against reference --dataset "$dataset" --backbone "$backbone" \
+            --methods "$FAST_METHODS" "${BENCH_ARGS[@]}" --device "$DEVICE" \
+            --precision "$precision" --fast "$fast" --data-root "$DATA_ROOT" \
+            --output "$RESULTS/$name.json"
     done
 done
 

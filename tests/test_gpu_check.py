@@ -49,8 +49,12 @@ def test_every_command_of_the_script_is_a_valid_invocation(tmp_path, mode):
     calls = _script_commands(tmp_path, *mode)
     cli = [build_parser().parse_args(c[2:]) for c in calls if c[:2] == ["-m", "calibench.cli"]]
     benches = [a for a in cli if a.command == "bench"]
-    assert len(benches) == 4 and all(a.against == "reference" for a in benches)
-    assert sorted(a.precision for a in benches) == ["bf16", "bf16", "fp32", "fp32"]
+    assert len(benches) == 8 and all(a.against == "reference" for a in benches)
+    plain = [a for a in benches if a.fast == "plain"]
+    assert sorted(a.precision for a in plain) == ["bf16", "bf16", "fp32", "fp32"]
+    fast = [(a.backbone, a.precision, a.fast, tuple(a.methods)) for a in benches if a not in plain]
+    assert sorted(f[2] for f in fast) == ["channels_last"] * 2 + ["channels_last,fuse_views"] * 2
+    assert {f[3] for f in fast} == {("ce", "rankmixup_mndcg")}
     runs = [a for a in cli if a.command == "run"]
     assert [a.epochs for a in runs] == [1, 2]  # the measured epoch, then the planned ones
     assert all(a.preset == "fashion" for a in runs)
@@ -65,9 +69,10 @@ def test_every_command_of_the_script_is_a_valid_invocation(tmp_path, mode):
             ("cifar10", "resnet50", 128),
             ("fashion_mnist", "small_resnet", 128),
         }
-        assert {tuple(a.methods) for a in benches} == {
+        assert {tuple(a.methods) for a in plain} == {
             ("ce", "mixup", "rankmixup_mrl", "rankmixup_mndcg")
         }
+        assert {(f[0], f[1]) for f in fast} == {("resnet50", "bf16"), ("small_resnet", "fp32")}
     steps = (tmp_path / "out" / "steps.tsv").read_text().splitlines()
     assert [s.split("\t")[0] for s in steps][-3:] == [
         "fashion-first-epoch",
@@ -110,8 +115,8 @@ def test_the_rehearsal_steps_in_one_process(tmp_path, capsys):
     summary = gpu_check.write_summary(out).read_text()
     row = comparison.rows[0]
     assert (
-        f"| cifar10 | small_cnn | synthetic | bf16 | ce | {row.calibench.images_per_s:.0f} |"
-        in (summary)
+        f"| cifar10 | small_cnn | synthetic | bf16 | {comparison.setup['fast_path']} | ce | "
+        f"{row.calibench.images_per_s:.0f} |" in (summary)
     )
     assert "| ce | digits | small_cnn | 1 |" in summary
     assert "| bench-cifar10-small_cnn-bf16 | 0 | 3 |" in summary
