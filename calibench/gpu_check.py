@@ -5,6 +5,7 @@ Usage, from the script::
 
     python -m calibench.gpu_check plan --budget S --command-seconds W --store FOLDER
     python -m calibench.gpu_check summary FOLDER            # writes FOLDER/SUMMARY.md
+    python -m calibench.gpu_check estimate BENCH.json       # a full paper-cifar10 run's hours
 """
 
 from __future__ import annotations
@@ -64,6 +65,39 @@ def measured_run(folder: Path) -> tuple[float, float]:
             train_s = float(json.loads(metrics.read_text())["train_seconds"])
             return float(epochs[0]["seconds"]), train_s
     raise FileNotFoundError(f"no finished run with an epoch-1 log under {folder}")
+
+
+PAPER_CIFAR10 = {"epochs": 200, "train_images": 45_000, "batch_size": 128}
+"""The paper-cifar10 preset's training: 200 epochs over CIFAR-10's 50,000 training images less
+the 5,000 held out for validation, in batches of 128 (docs/protocol.md)."""
+
+
+def full_run_hours(images_per_s: float, epochs: int, train_images: int, batch_size: int) -> float:
+    """Hours of training steps for ``epochs`` epochs of ``train_images // batch_size`` full
+    batches (the loader drops the last partial one) at ``images_per_s`` input images per
+    second; per-epoch validation and the final evaluation are not included."""
+    steps = train_images // batch_size
+    return epochs * steps * batch_size / images_per_s / 3600
+
+
+def estimate_lines(doc: dict, method: str = "rankmixup_mndcg", **protocol: int) -> list[str]:
+    """One line per path: the hours of a full run of ``method`` with the paper-cifar10
+    protocol (overridable through ``protocol``) at the images/s a bench document measured."""
+    p = {**PAPER_CIFAR10, **protocol}
+    rows = [m for m in doc["methods"] if m["method"] == method]
+    if not rows:
+        return []
+    setup = (
+        f"{doc['backbone']}, {doc['device_name']}, calibench {doc['precision']} "
+        f"({doc.get('fast_path', 'plain')})"
+    )
+    return [
+        f"- {method}, {p['epochs']} epochs x {p['train_images'] // p['batch_size']} steps of "
+        f"{p['batch_size']} ({setup}): calibench "
+        f"{full_run_hours(rows[0]['calibench']['images_per_s'], **p):.1f} h, reference "
+        f"{full_run_hours(rows[0]['reference']['images_per_s'], **p):.1f} h (training steps "
+        "only)"
+    ]
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -133,6 +167,13 @@ def write_summary(folder: Path) -> Path:
     plan = folder / "fashion-plan.txt"
     lines += ["## calibench vs the reference pipeline", ""]
     lines += _bench_lines(folder) or ["No bench result was written."]
+    estimates = [
+        line
+        for path in sorted(folder.glob("bench-cifar10-*.json"))
+        for line in estimate_lines(json.loads(path.read_text()))
+    ]
+    if estimates:
+        lines += ["", "A full paper-cifar10 run, estimated from these figures:", "", *estimates]
     lines += ["", "## fashion preset", ""]
     if plan.is_file():
         lines += [plan.read_text().strip(), ""]
@@ -154,9 +195,26 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--methods", default="*", help="comma-separated names or patterns")
     plan.add_argument("--max-epochs", type=int, default=30)
     sub.add_parser("summary", help="write FOLDER/SUMMARY.md").add_argument("folder", type=Path)
+    estimate = sub.add_parser(
+        "estimate", help="hours of a full paper-cifar10 run from a bench --against JSON"
+    )
+    estimate.add_argument("bench", type=Path, nargs="+", help="bench --against --output files")
+    estimate.add_argument("--method", default="rankmixup_mndcg")
+    estimate.add_argument("--epochs", type=int, default=PAPER_CIFAR10["epochs"])
+    estimate.add_argument("--train-images", type=int, default=PAPER_CIFAR10["train_images"])
     args = parser.parse_args(argv)
     if args.command == "summary":
         print(write_summary(args.folder))
+        return 0
+    if args.command == "estimate":
+        for path in args.bench:
+            doc = json.loads(path.read_text())
+            batch = {"batch_size": doc["batch_size"]}
+            protocol = {"epochs": args.epochs, "train_images": args.train_images, **batch}
+            print(
+                "\n".join(estimate_lines(doc, args.method, **protocol))
+                or f"{path}: no {args.method}"
+            )
         return 0
     from calibench.config import expand_methods
     from calibench.discovery import discover_plugins

@@ -120,3 +120,24 @@ def test_the_rehearsal_steps_in_one_process(tmp_path, capsys):
     )
     assert "| ce | digits | small_cnn | 1 |" in summary
     assert "| bench-cifar10-small_cnn-bf16 | 0 | 3 |" in summary
+
+
+def test_full_run_estimate_counts_full_batches_only():
+    assert gpu_check.full_run_hours(128 * 351 / 3600, 200, 45_000, 128) == pytest.approx(200)
+    doc = {
+        "backbone": "resnet50",
+        "device_name": "GPU X",
+        "precision": "bf16",
+        "fast_path": "channels_last",
+        "methods": [
+            {
+                "method": "rankmixup_mndcg",
+                "calibench": {"images_per_s": 2 * 128 * 351 * 200 / 3600},
+                "reference": {"images_per_s": 128 * 351 * 200 / 3600},
+            }
+        ],
+    }
+    (line,) = gpu_check.estimate_lines(doc)
+    assert "200 epochs x 351 steps of 128" in line
+    assert "calibench 0.5 h, reference 1.0 h" in line
+    assert gpu_check.estimate_lines(doc, "ce") == []
