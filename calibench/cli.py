@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME.PARAM=VALUE",
         help="override a method hyperparameter (rankmixup_mrl.margin=1.0) or a "
-        "training setting (training.lr=0.05); repeatable",
+        "training setting (training.lr=0.05, training.precision=bf16, "
+        "training.channels_last=false; docs/speed.md for the fast path); repeatable",
     )
     run.add_argument("--ood", type=_names, help="OOD test sets to score, e.g. svhn,cifar100")
     _shift_arguments(run)

@@ -130,6 +130,37 @@ def _bench_lines(folder: Path) -> list[str]:
     return lines
 
 
+def _fast_path_lines(folder: Path) -> list[str]:
+    """Each fast-path bench's calibench images/s over the plain bench's of the same dataset,
+    backbone, precision and method: what decides the CUDA defaults of calibench/fast_path.py."""
+    docs = [json.loads(p.read_text()) for p in sorted(folder.glob("bench-*.json"))]
+    plain = {
+        (d["dataset"], d["backbone"], d["precision"], m["method"]): m["calibench"]["images_per_s"]
+        for d in docs
+        if d.get("fast_path", "plain") == "plain"
+        for m in d["methods"]
+    }
+    lines = []
+    for d in docs:
+        for m in d["methods"]:
+            key = (d["dataset"], d["backbone"], d["precision"], m["method"])
+            if d.get("fast_path", "plain") == "plain" or key not in plain:
+                continue
+            ips = m["calibench"]["images_per_s"]
+            lines.append(
+                f"| {' | '.join(key)} | {d['fast_path']} | {plain[key]:.0f} | {ips:.0f} "
+                f"| {ips / plain[key]:.2f}x |"
+            )
+    if not lines:
+        return []
+    return [
+        "| dataset | backbone | precision | method | fast path | plain img/s | fast img/s "
+        "| speed-up |",
+        "|---|---|---|---|---|---:|---:|---:|",
+        *lines,
+    ]
+
+
 def _fashion_lines(folder: Path) -> list[str]:
     results = folder / "fashion" / "report" / "results.csv"
     if not results.is_file():
@@ -174,6 +205,9 @@ def write_summary(folder: Path) -> Path:
     ]
     if estimates:
         lines += ["", "A full paper-cifar10 run, estimated from these figures:", "", *estimates]
+    fast = _fast_path_lines(folder)
+    if fast:
+        lines += ["", "## The fast path against the plain path (calibench only)", "", *fast]
     lines += ["", "## fashion preset", ""]
     if plan.is_file():
         lines += [plan.read_text().strip(), ""]

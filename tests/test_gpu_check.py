@@ -141,3 +141,29 @@ def test_full_run_estimate_counts_full_batches_only():
     assert "200 epochs x 351 steps of 128" in line
     assert "calibench 0.5 h, reference 1.0 h" in line
     assert gpu_check.estimate_lines(doc, "ce") == []
+
+
+def test_summary_sets_each_fast_path_bench_against_the_plain_one(tmp_path):
+    def doc(fast, ips):
+        path = {"images_per_s": ips, "peak_memory_bytes": None, "mfu": None}
+        return {
+            "dataset": "cifar10",
+            "backbone": "resnet50",
+            "data": "synthetic",
+            "precision": "bf16",
+            "device_name": "GPU X",
+            "fast_path": fast,
+            "methods": [
+                {
+                    "method": "ce",
+                    "ratio": 2.0,
+                    "calibench": path,
+                    "reference": {**path, "images_per_s": 1.0},
+                }
+            ],
+        }
+
+    (tmp_path / "bench-a.json").write_text(json.dumps(doc("plain", 100.0)))
+    (tmp_path / "bench-b.json").write_text(json.dumps(doc("channels_last", 150.0)))
+    summary = gpu_check.write_summary(tmp_path).read_text()
+    assert "| cifar10 | resnet50 | bf16 | ce | channels_last | 100 | 150 | 1.50x |" in summary
