@@ -351,7 +351,7 @@ def _shift_arguments(p: argparse.ArgumentParser, required: bool = False) -> None
 
 
 def _metrics_parser(sub: argparse._SubParsersAction) -> None:
-    from calibench.config import TEMPERATURE_FITS
+    from calibench.metrics import TEMPERATURE_FITS
 
     metrics = sub.add_parser(
         "metrics",

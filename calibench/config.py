@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from calibench.errors import CalibenchError
 from calibench.method import get_method, list_methods
+from calibench.metrics import TemperatureFit
 from calibench.models import TIMM_PREFIX, check_backbone_name
 from calibench.registry import DATASETS, METHODS
 from calibench.settings import coerce, field_types
@@ -52,7 +53,7 @@ class Training:
     eval_batch_size: int = 512
     grad_clip: float = 2.0
     split_seed: int = 0
-    temperature_fit: Literal["ece_grid", "nll"] = "ece_grid"
+    temperature_fit: TemperatureFit = "ece_grid"
     n_bins: int = 15
     precision: Literal["fp32", "bf16"] = "fp32"
     pretrained: bool = False
@@ -69,7 +70,6 @@ class Training:
 TRAINING_TYPES = field_types(Training)
 TRAINING_KEYS = set(TRAINING_TYPES)
 PRECISIONS = typing.get_args(TRAINING_TYPES["precision"][0])
-TEMPERATURE_FITS = typing.get_args(TRAINING_TYPES["temperature_fit"][0])
 MAX_BINS = 1000
 MAX_SEED = 2**63 - 3
 """Seeds are offset by up to 2 for the method's and the loader's streams (int64 must hold them)."""

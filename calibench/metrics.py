@@ -10,7 +10,7 @@ and the reliability diagram.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 from scipy.fft import dct
@@ -378,7 +378,8 @@ def fit_temperature_nll(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(result.x[0]))
 
 
-TEMPERATURE_FITS = ("ece_grid", "nll")
+TemperatureFit = Literal["ece_grid", "nll"]
+TEMPERATURE_FITS: tuple[str, ...] = get_args(TemperatureFit)
 
 
 def fit_temperature(
