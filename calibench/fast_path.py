@@ -54,13 +54,6 @@ def resolve(training: Any, device: torch.device) -> FastPath:
     return FastPath(**chosen)
 
 
-def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """``x`` in channels-last layout when asked and it is a batch of images (4-D), else ``x``."""
-    if channels_last and x.ndim == 4:
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
 def prepare_model(model: nn.Module, fast: FastPath) -> nn.Module:
     """Put the model's 4-D weights in channels-last layout when ``fast.channels_last`` (in
     place; its state dict keeps its keys and values)."""
@@ -69,11 +62,27 @@ def prepare_model(model: nn.Module, fast: FastPath) -> nn.Module:
     return model
 
 
+class ChannelsLastInput(nn.Module):
+    """Hands the wrapped model its input in channels-last layout, whatever a method made of the
+    batch (a mixed or indexed copy of a channels-last tensor need not be channels-last, and a
+    convolution given another layout converts on every call)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+
 def training_forward(model: nn.Module, fast: FastPath) -> nn.Module:
-    """The module a training step calls: ``torch.compile(model)`` when ``fast.compile`` (its
-    parameters are the model's own, so the optimiser and the checkpoints are unchanged), else
-    the model."""
-    return torch.compile(model) if fast.compile else model
+    """The module a training step calls: the model, behind :class:`ChannelsLastInput` when
+    ``fast.channels_last``, through ``torch.compile`` when ``fast.compile``. Its parameters are
+    the model's own, so the optimiser, the checkpoints and resuming are unchanged."""
+    net = ChannelsLastInput(model) if fast.channels_last else model
+    return torch.compile(net) if fast.compile else net
 
 
 def parse(text: str, device: torch.device) -> FastPath:

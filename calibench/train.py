@@ -226,7 +226,6 @@ def train_one_epoch(
     model = MixedPrecisionForward(net) if t.precision == "bf16" else net
     sums: dict[str, torch.Tensor] = {}
     for step, (x, y, indices) in enumerate(loader.indexed(), 1):
-        x = fast_path.to_memory_format(x, p.fast.channels_last)
         with view_batching(p.fast.fuse_views):
             out = _check_loss(training_loss(p.method, model, x, y, indices), p.method)
         p.optimizer.zero_grad(set_to_none=True)

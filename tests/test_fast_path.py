@@ -14,7 +14,7 @@ from calibench.cli import main
 from calibench.config import Training
 from calibench.data import DeviceLoader
 from calibench.errors import CalibenchError
-from calibench.fast_path import DEFAULTS, FastPath, parse, resolve
+from calibench.fast_path import DEFAULTS, ChannelsLastInput, FastPath, parse, resolve
 from calibench.runner import train_run
 from calibench.settings import build_settings
 from calibench.store import Store
@@ -71,7 +71,8 @@ def _train_steps(method: str, **switches) -> tuple[list[torch.Tensor], torch.Ten
     spec = tiny_spec(method, epochs=1)
     spec = dataclasses.replace(spec, training=Training(**{**vars(spec.training), **switches}))
     p = prepare(spec)
-    assert (p.net is not p.model) == switches.get("compile", False)
+    assert hasattr(p.net, "_orig_mod") == switches.get("compile", False)  # torch.compile's
+    assert isinstance(p.net, ChannelsLastInput) == switches.get("channels_last", False)
     loader = DeviceLoader(p.data.train, p.dataset, 64, p.device, True, p.generator)
     train_one_epoch(p, loader, spec.training)
     val = DeviceLoader(p.data.val, p.dataset, 256, p.device)
