@@ -81,9 +81,10 @@ def full_run_hours(images_per_s: float, epochs: int, train_images: int, batch_si
 
 
 def estimate_lines(doc: dict, method: str = "rankmixup_mndcg", **protocol: int) -> list[str]:
-    """One line per path: the hours of a full run of ``method`` with the paper-cifar10
-    protocol (overridable through ``protocol``) at the images/s a bench document measured."""
-    p = {**PAPER_CIFAR10, **protocol}
+    """One line: the hours of a full run of ``method`` for each path, with the paper-cifar10
+    protocol at the bench's batch size (each overridable through ``protocol``) and the
+    images/s the bench document measured."""
+    p = {**PAPER_CIFAR10, "batch_size": doc["batch_size"], **protocol}
     rows = [m for m in doc["methods"] if m["method"] == method]
     if not rows:
         return []
@@ -243,8 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "estimate":
         for path in args.bench:
             doc = json.loads(path.read_text())
-            batch = {"batch_size": doc["batch_size"]}
-            protocol = {"epochs": args.epochs, "train_images": args.train_images, **batch}
+            protocol = {"epochs": args.epochs, "train_images": args.train_images}
             print(
                 "\n".join(estimate_lines(doc, args.method, **protocol))
                 or f"{path}: no {args.method}"

@@ -129,6 +129,7 @@ def test_full_run_estimate_counts_full_batches_only():
         "device_name": "GPU X",
         "precision": "bf16",
         "fast_path": "channels_last",
+        "batch_size": 128,
         "methods": [
             {
                 "method": "rankmixup_mndcg",
