@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from calibench.figures import save_figure  # noqa: E402
+
 GROUP = ["dataset", "backbone", "method"]
 ABLATION_METRICS = ("ece", "acc", "ece_ts")
 
@@ -93,7 +95,6 @@ def ablation_figures(ablation: pd.DataFrame, folder: Path) -> list[Path]:
         fig.suptitle(f"{method} | {dataset} | {backbone}: {param}", fontsize=9)
         fig.tight_layout()
         path = folder / f"{dataset}_{backbone.replace('/', '-')}_{method}_{param}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save_figure(fig, path, ("png",))
         paths.append(path)
     return paths

@@ -24,8 +24,8 @@ LOG_BOOKKEEPING = ("epoch", "lr", "seconds")
 
 
 def save_figure(fig: plt.Figure, stem: Path, formats: tuple[str, ...] = FORMATS) -> bytes:
-    """Save ``fig`` as ``stem.<format>`` for each format, close it, and return its PNG bytes
-    (for embedding in the HTML report)."""
+    """Save ``fig`` as ``stem.<format>`` for each format (a suffix of ``stem`` is replaced),
+    close it, and return its PNG bytes (for embedding in the HTML report)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from calibench.figures import save_figure  # noqa: E402
 from calibench.metrics import BinStats  # noqa: E402
 
 
@@ -77,8 +78,4 @@ def reliability_diagram(
 ) -> None:
     """Draw :func:`reliability_figure` and save it at ``path`` in each of ``formats`` (the
     suffix of ``path`` is replaced by each format's)."""
-    fig = reliability_figure(bins, title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for fmt in formats:
-        fig.savefig(path.with_suffix(f".{fmt}"), dpi=110)
-    plt.close(fig)
+    save_figure(reliability_figure(bins, title), path, formats)

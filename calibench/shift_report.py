@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 
 from calibench.config import RunSpec  # noqa: E402
 from calibench.evaluation import SHIFT_METRICS, Transform, shift_rows  # noqa: E402
+from calibench.figures import save_figure  # noqa: E402
 from calibench.shift_eval import read_shift_logits  # noqa: E402
 
 KEYS = ["dataset", "backbone", "method", "config_id", "seed", "run_id"]
@@ -110,7 +111,6 @@ def shift_box_plots(table: pd.DataFrame, folder: Path, metric: str = "ece") -> l
         ax.legend(fontsize=7, ncols=2)
         fig.tight_layout()
         path = folder / f"shift_{name}_{backbone.replace('/', '-')}_{calibrator}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save_figure(fig, path, ("png",))
         paths.append(path)
     return paths
