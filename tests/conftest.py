@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from calibench.config import RunSpec, Training
@@ -36,6 +37,16 @@ def tiny_spec(method: str = "ce", epochs: int = 2, seed: int = 0, **hparams) -> 
         hparams=hparams,
         device="cpu",
     )
+
+
+def random_logits(n=2000, k=10, scale=3.0, seed=0):
+    """Logits of n samples over k classes whose true class is favoured by 1.5 (before scaling),
+    and their labels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), labels] += 1.5
+    return logits * scale, labels
 
 
 class StopAfter:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import random_logits
 
 from calibench import metrics as M
 
@@ -96,14 +97,6 @@ def test_nll_and_brier_hand_computed():
     logits = np.array([[math.log(3.0), 0.0]])
     assert M.nll(logits, np.array([0])) == pytest.approx(-math.log(0.75))
     assert M.brier(M.softmax(logits), np.array([0])) == pytest.approx(0.25**2 * 2)
-
-
-def random_logits(n=2000, k=10, scale=3.0, seed=0):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, k, n)
-    logits = rng.normal(size=(n, k))
-    logits[np.arange(n), labels] += 1.5
-    return logits * scale, labels
 
 
 def test_ece_matches_torchmetrics():

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import random_logits
 from scipy.optimize import brentq
 from scipy.stats import norm
 
@@ -32,14 +33,6 @@ def binary(conf: list[float], correct: list[int]) -> tuple[np.ndarray, np.ndarra
     conf_arr = np.asarray(conf, dtype=np.float64)
     labels = np.where(np.asarray(correct) == 1, 0, 1)
     return two_class_probs(conf_arr), labels
-
-
-def random_logits(n=2000, k=10, scale=3.0, seed=0):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, k, n)
-    logits = rng.normal(size=(n, k))
-    logits[np.arange(n), labels] += 1.5
-    return logits * scale, labels
 
 
 def miscalibrated_binary(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
