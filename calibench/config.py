@@ -8,21 +8,26 @@ Learning-rate milestones are fractions of the epoch count, so ``--epochs`` resca
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
-import typing
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from calibench.errors import CalibenchError
 from calibench.method import get_method, list_methods
-from calibench.metrics import TemperatureFit
 from calibench.models import TIMM_PREFIX, check_backbone_name
 from calibench.registry import DATASETS, METHODS
-from calibench.settings import coerce, field_types
+from calibench.settings import coerce
+from calibench.spec import (
+    MAX_BINS,
+    MAX_EPOCHS,
+    MAX_SEED,
+    TRAINING_KEYS,
+    TRAINING_TYPES,
+    RunSpec,
+    Training,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,125 +37,6 @@ else:  # pragma: no cover
 CONFIG_NAME = "benchmark.toml"
 DEFAULT_CONFIG = Path(__file__).resolve().parent / CONFIG_NAME
 """The packaged default settings; ``calibench init`` copies them to ./benchmark.toml."""
-
-
-Switch = bool | Literal["auto"]
-"""A fast-path setting: on, off, or ``"auto"`` (the measured default of the run's device type,
-calibench/fast_path.py)."""
-
-
-@dataclass(frozen=True)
-class Training:
-    """Optimisation and evaluation protocol shared by every method of a run."""
-
-    epochs: int = 200
-    milestones: tuple[float, ...] = (0.4, 0.6)
-    lr_decay: float = 0.1
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    eval_batch_size: int = 512
-    grad_clip: float = 2.0
-    split_seed: int = 0
-    temperature_fit: TemperatureFit = "ece_grid"
-    n_bins: int = 15
-    precision: Literal["fp32", "bf16"] = "fp32"
-    pretrained: bool = False
-    sync_bn: bool = False
-    channels_last: Switch = "auto"
-    compile: Switch = "auto"
-    fuse_views: Switch = "auto"
-
-    def milestone_epochs(self) -> list[int]:
-        """Epochs after which the learning rate is multiplied by ``lr_decay``."""
-        return sorted({max(1, round(f * self.epochs)) for f in self.milestones})
-
-
-TRAINING_TYPES = field_types(Training)
-TRAINING_KEYS = set(TRAINING_TYPES)
-PRECISIONS = typing.get_args(TRAINING_TYPES["precision"][0])
-MAX_BINS = 1000
-MAX_SEED = 2**63 - 3
-"""Seeds are offset by up to 2 for the method's and the loader's streams (int64 must hold them)."""
-MAX_EPOCHS = 100_000
-ADDED_LATER = {"precision": "fp32", "pretrained": False, "sync_bn": False}
-"""Training settings added after stores existed: they enter the run id only when they differ
-from these values, so the runs of an existing store keep their ids."""
-EXECUTION = ("channels_last", "compile", "fuse_views")
-"""Training settings that choose how a run is computed, not what: equal results to float
-tolerance (docs/speed.md). Like the device they stay out of the run id; the run's config and
-result record them."""
-
-
-def _digest(obj: Any) -> str:
-    blob = json.dumps(obj, sort_keys=True, default=list)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything that defines one training run; its hash, minus where and how it runs, is the
-    run id."""
-
-    method: str
-    dataset: str
-    backbone: str
-    seed: int
-    training: Training
-    hparams: dict[str, Any] = field(default_factory=dict)
-    ood: tuple[str, ...] = ()
-    data_root: str = ""
-    download: bool = False
-    device: str = "auto"
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that determine the result (not where the data lives or which device)."""
-        d = asdict(self)
-        for key in ("data_root", "download", "device"):
-            d.pop(key)
-        for key, default in ADDED_LATER.items():
-            if d["training"][key] == default:
-                del d["training"][key]
-        for key in EXECUTION:
-            del d["training"][key]
-        return d
-
-    @property
-    def run_id(self) -> str:
-        return _digest(self.identity())
-
-    @property
-    def config_id(self) -> str:
-        """The run id without the seed: runs that differ only by seed share it."""
-        return _digest({k: v for k, v in self.identity().items() if k != "seed"})
-
-    def keys(self) -> dict[str, Any]:
-        """The columns that name this run in every per-run table."""
-        return {
-            "dataset": self.dataset,
-            "backbone": self.backbone,
-            "method": self.method,
-            "config_id": self.config_id,
-            "seed": self.seed,
-            "run_id": self.run_id,
-        }
-
-    @property
-    def label(self) -> str:
-        return f"{self.method} / {self.dataset} / {self.backbone} / seed {self.seed}"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["run_id"] = self.run_id
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
-        d = {k: v for k, v in d.items() if k != "run_id"}
-        training = dict(d.pop("training"))
-        training["milestones"] = tuple(training["milestones"])
-        return cls(training=Training(**training), ood=tuple(d.pop("ood", ())), **d)
 
 
 @dataclass

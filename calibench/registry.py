@@ -3,7 +3,7 @@
 Modelled on timm's ``register_model`` / ``create_model`` / ``list_models``: a registry is a
 dictionary with a decorator in front and a lookup that fails with the list of valid names.
 This module is a leaf: it imports none of the things it registers. Each registry fills itself
-on its first lookup by importing the module named in ``fill`` (see :mod:`calibench.discovery`),
+on its first lookup by importing the module named in ``fill`` (see :mod:`calibench.plugins`),
 so ``calibench.get_method("focal")`` works without any set-up call.
 """
 
@@ -98,7 +98,7 @@ def _source_of(obj: object) -> str:
         return repr(obj)
 
 
-METHODS: Registry = Registry("method", fill="calibench.discovery:load_builtin_methods")
+METHODS: Registry = Registry("method", fill="calibench.plugins:load_builtin_methods")
 BACKBONES: Registry = Registry("backbone", fill="calibench.models")
 DATASETS: Registry = Registry("dataset", fill="calibench.data")
-CALIBRATORS: Registry = Registry("calibrator", fill="calibench.calibrators")
+CALIBRATORS: Registry = Registry("calibrator", fill="calibench.evaluation.calibrators")

@@ -4,7 +4,7 @@ Two stores of the same suite, trained with the switch off (A) and on (B), are pa
 (method, dataset, backbone, seed). For each method and metric the table gives both means over
 seeds, the seed-to-seed standard deviation of A (the noise) and the mean paired difference
 B - A; the last rows pool every pair: the Student t interval of the mean difference
-(calibench.stats.seed_interval) and how many methods moved by more than one seed sd.
+(calibench.evaluation.compare.seed_interval) and how many methods moved by more than one seed sd.
 
     python scripts/fast_path_noise.py STORE_A STORE_B [--metrics acc,ece,ece_ts]
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from calibench.report import collect
-from calibench.stats import seed_interval
-from calibench.store import Store
+from calibench.report.build import collect
+from calibench.evaluation.compare import seed_interval
+from calibench.store.index import Store
 
 KEYS = ["method", "dataset", "backbone", "seed"]
 

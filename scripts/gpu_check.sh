@@ -98,8 +98,8 @@ fi
 
 FASHION_DATA=ok
 step data 30 $KEEP_AFTER_BENCH "$RESULTS/logs/data.log" "$PYTHON" -c "
-from calibench.discovery import discover_plugins
-from calibench.train import load_dataset
+from calibench.plugins import discover_plugins
+from calibench.data import load_dataset
 discover_plugins()
 d = load_dataset('fashion_mnist', '$DATA_ROOT', False, 0)
 print('fashion_mnist from $DATA_ROOT:', len(d.train), 'train', len(d.val), 'val', len(d.test), 'test')
@@ -124,7 +124,7 @@ for config in $BENCH_CONFIGS; do
 done
 
 # the fast path (docs/speed.md, "Fast path"): what channels-last layout and fused views add on
-# each backbone, to set calibench/fast_path.py's CUDA defaults by measurement (compile is left
+# each backbone, to set calibench/training/fast_path.py's CUDA defaults by measurement (compile is left
 # out: building the graphs of a ResNet-50 step takes longer than this check can give)
 for config in $BENCH_CONFIGS; do
     dataset=${config%%:*}
@@ -149,7 +149,7 @@ if [ "$FASHION_DATA" = ok ] || [ "$MODE" = rehearsal ]; then
         "$PYTHON" -m calibench.cli run "${FASHION[@]}" --methods ce --epochs 1; then
         command_s=$(awk -F'\t' '$1 == "fashion-first-epoch" {print $3}' "$RESULTS/steps.tsv")
         budget=$(($(left) - KEEP_AFTER_FASHION))
-        epochs=$("$PYTHON" -m calibench.gpu_check plan --budget "$budget" \
+        epochs=$("$PYTHON" -m calibench.bench.gpu_check plan --budget "$budget" \
             --command-seconds "$command_s" --store "$RESULTS/fashion" \
             --methods "$FASHION_METHODS" --max-epochs "$MAX_EPOCHS" \
             2>"$RESULTS/fashion-plan.txt") || epochs=1
@@ -167,7 +167,7 @@ else
 fi
 
 say "summary: start"
-timeout --kill-after=2 15 "$PYTHON" -m calibench.gpu_check summary "$RESULTS" \
+timeout --kill-after=2 15 "$PYTHON" -m calibench.bench.gpu_check summary "$RESULTS" \
     >"$RESULTS/logs/summary.log" 2>&1
 say "summary: exit $?"
 say "done in ${SECONDS}s: $RESULTS/SUMMARY.md"

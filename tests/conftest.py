@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibench.config import RunSpec, Training
-from calibench.discovery import discover_plugins
+from calibench.plugins import discover_plugins
+from calibench.spec import RunSpec, Training
 
 
 @pytest.fixture(scope="session", autouse=True)

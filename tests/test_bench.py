@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from calibench.bench import bench_methods
+from calibench.bench.steps import bench_methods
 from calibench.cli import main
 
 

@@ -10,7 +10,7 @@ from scipy.optimize import check_grad
 from scipy.special import log_softmax, softmax
 
 from calibench import CalibenchError
-from calibench.calibrators import (
+from calibench.evaluation.calibrators import (
     Calibrator,
     calibrator_fields,
     get_calibrator,
@@ -18,7 +18,7 @@ from calibench.calibrators import (
     register_calibrator,
     renormalise,
 )
-from calibench.calibrators.ensemble import _temperature_objective
+from calibench.evaluation.calibrators.ensemble import _temperature_objective
 from calibench.registry import CALIBRATORS
 
 BUILT_IN = [

@@ -5,15 +5,8 @@ from __future__ import annotations
 import pytest
 
 from calibench import CalibenchError
-from calibench.config import (
-    DEFAULT_CONFIG,
-    Overrides,
-    RunSpec,
-    Training,
-    build_run_specs,
-    load_config,
-    parse_sets,
-)
+from calibench.config import DEFAULT_CONFIG, Overrides, build_run_specs, load_config, parse_sets
+from calibench.spec import RunSpec, Training
 
 
 @pytest.fixture

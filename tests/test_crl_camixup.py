@@ -15,16 +15,15 @@ from conftest import StopAfter, tiny_spec
 from torch import nn
 from torch.testing import assert_close
 
-import calibench.train
+import calibench.training.loop
 from calibench import CalibenchError, Loss, Method, get_method, register_method
-from calibench.bench import bench_methods
-from calibench.data import DeviceLoader
-from calibench.discovery import builtin_methods_dir, load_plugin_file
+from calibench.bench.steps import bench_methods
+from calibench.data import DeviceLoader, load_dataset
 from calibench.method import TrainingSetup
+from calibench.plugins import builtin_methods_dir, load_plugin_file
 from calibench.registry import DATASETS, METHODS
-from calibench.runner import train_run
-from calibench.store import Store
-from calibench.train import load_dataset
+from calibench.store.index import Store
+from calibench.training.runner import train_run
 
 CRL = load_plugin_file(builtin_methods_dir() / "crl.py")
 CAMIXUP = load_plugin_file(builtin_methods_dir() / "camixup.py")
@@ -391,13 +390,13 @@ def test_trainer_calls_the_hooks(tmp_path, registered, monkeypatch) -> None:
 
     registered.append("test_hook_counter")
     predictions: list[int] = []
-    real_predict = calibench.train.predict_logits
+    real_predict = calibench.training.loop.predict_logits
 
     def counting_predict(*args, **kwargs):
         predictions.append(1)
         return real_predict(*args, **kwargs)
 
-    monkeypatch.setattr(calibench.train, "predict_logits", counting_predict)
+    monkeypatch.setattr(calibench.training.loop, "predict_logits", counting_predict)
     spec = tiny_spec("test_hook_counter", epochs=2)
     store = Store(tmp_path)
     train_run(spec, store)

@@ -9,12 +9,12 @@ import torch
 from conftest import tiny_spec
 from torch import nn
 
-from calibench.diagnostics import mixing_curve, mixing_diagnostic, order_agreement, relevance
 from calibench.errors import CalibenchError
-from calibench.figures import best_epoch, loss_terms, read_log
-from calibench.metrics import softmax
-from calibench.runner import train_run
-from calibench.store import Store
+from calibench.evaluation.metrics import softmax
+from calibench.evaluation.mixing import mixing_curve, mixing_diagnostic, order_agreement, relevance
+from calibench.report.figures import best_epoch, loss_terms, read_log
+from calibench.store.index import Store
+from calibench.training.runner import train_run
 
 GRID = np.linspace(0.0, 1.0, 11)
 

@@ -24,19 +24,21 @@ import torch.multiprocessing as mp
 from conftest import tiny_spec
 from torch import nn
 
-from calibench import CalibenchError, distributed, get_method
+from calibench import CalibenchError, get_method
 from calibench.cli import main as cli_main
-from calibench.config import RunSpec
-from calibench.data import DataRequest, DatasetSpec, DeviceLoader, Split, StreamLoader
+from calibench.data import DataRequest, DatasetSpec, DeviceLoader, Split, StreamLoader, load_dataset
 from calibench.data.imagenet import imagenet_dataset, load_imagenet
 from calibench.data.stream import eval_view, random_resized_crop_box, train_view
-from calibench.discovery import load_plugin_dir
-from calibench.evaluation import evaluate_logits
+from calibench.evaluation.predict import predict_logits
+from calibench.evaluation.record import evaluate_logits
 from calibench.models import build_backbone
+from calibench.plugins import load_plugin_dir
 from calibench.registry import DATASETS
-from calibench.runner import run_one
-from calibench.store import Store
-from calibench.train import _rank_rng_states, load_dataset, predict_logits
+from calibench.spec import RunSpec
+from calibench.store.index import Store
+from calibench.training import distributed
+from calibench.training.loop import _rank_rng_states
+from calibench.training.runner import run_one
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
 PLUGIN = '''
@@ -45,7 +47,8 @@ import signal
 
 import torch.nn.functional as F
 
-from calibench import Loss, Method, distributed, register_method
+from calibench import Loss, Method, register_method
+from calibench.training import distributed
 from calibench.data import register_dataset
 from calibench.data.imagenet import imagenet_dataset
 
@@ -455,7 +458,7 @@ def test_torchrun_launches_the_run_command(tmp_path):
 
 def test_slurm_executor_runs_one_task_per_process(tmp_path):
     pytest.importorskip("submitit")
-    from calibench.executors import run_slurm
+    from calibench.training.executors import run_slurm
 
     spec = tiny_spec("ce", epochs=1)
     store = Store(tmp_path)

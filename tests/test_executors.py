@@ -7,8 +7,8 @@ import torch
 from conftest import tiny_spec
 
 from calibench import CalibenchError
-from calibench.executors import run_local, run_processes, run_slurm, visible_gpus
-from calibench.store import Store
+from calibench.store.index import Store
+from calibench.training.executors import run_local, run_processes, run_slurm, visible_gpus
 
 
 def test_processes_executor_matches_in_process_training(tmp_path):

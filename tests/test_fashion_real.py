@@ -10,8 +10,9 @@ import torch
 from conftest import tiny_spec
 
 from calibench.data import DeviceLoader, Split
-from calibench.metrics import accuracy
-from calibench.train import predict_logits, prepare, train_one_epoch
+from calibench.evaluation.metrics import accuracy
+from calibench.evaluation.predict import predict_logits
+from calibench.training.loop import prepare, train_one_epoch
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -11,14 +11,15 @@ import torch
 from conftest import tiny_spec
 
 from calibench.cli import main
-from calibench.config import Training
 from calibench.data import DeviceLoader
 from calibench.errors import CalibenchError
-from calibench.fast_path import DEFAULTS, ChannelsLastInput, FastPath, parse, resolve
-from calibench.runner import train_run
+from calibench.evaluation.predict import predict_logits
 from calibench.settings import build_settings
-from calibench.store import Store
-from calibench.train import predict_logits, prepare, train_one_epoch
+from calibench.spec import Training
+from calibench.store.index import Store
+from calibench.training.fast_path import DEFAULTS, ChannelsLastInput, FastPath, parse, resolve
+from calibench.training.loop import prepare, train_one_epoch
+from calibench.training.runner import train_run
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

@@ -15,7 +15,7 @@ from torch.testing import assert_close
 
 from calibench import get_method
 from calibench.config import DEFAULT_CONFIG, load_config
-from calibench.discovery import builtin_methods_dir, load_plugin_file
+from calibench.plugins import builtin_methods_dir, load_plugin_file
 
 LN2 = math.log(2)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from calibench import gpu_check
-from calibench.bench import compare_with_reference, write_comparison
-from calibench.cli import build_parser
+from calibench.bench import gpu_check
+from calibench.bench.steps import compare_with_reference, write_comparison
 from calibench.cli import main as cli_main
+from calibench.cli.commands import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
@@ -25,7 +25,7 @@ with open({log!r}, "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\\n")
 if sys.argv[1] == "-c":
     print("cuda 13.0 | available True | cpus 2")
-elif sys.argv[1:4] == ["-m", "calibench.gpu_check", "plan"]:
+elif sys.argv[1:4] == ["-m", "calibench.bench.gpu_check", "plan"]:
     print(2)
 """
 
@@ -60,7 +60,7 @@ def test_every_command_of_the_script_is_a_valid_invocation(tmp_path, mode):
     assert all(a.preset == "fashion" for a in runs)
     assert [a.command for a in cli].count("report") == 1
     modules = [c[1] for c in calls if c[0] == "-m"]
-    assert modules.count("calibench.gpu_check") == 2  # plan, summary
+    assert modules.count("calibench.bench.gpu_check") == 2  # plan, summary
     if mode:
         assert {a.device for a in benches + runs} == {"cpu"}
     else:

@@ -15,7 +15,7 @@ from torch.testing import assert_close
 
 import calibench
 from calibench import CalibenchError, Loss, get_method, list_methods
-from calibench.discovery import builtin_methods_dir, discover_plugins, load_plugin_file
+from calibench.plugins import builtin_methods_dir, discover_plugins, load_plugin_file
 from calibench.registry import METHODS
 
 BUILTIN_METHODS_DIR = builtin_methods_dir()

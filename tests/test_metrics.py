@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import random_logits
 
-from calibench import metrics as M
+from calibench.evaluation import metrics as M
 
 GOLDEN_PROBS = np.array(
     [[0.25, 0.20, 0.55], [0.55, 0.05, 0.40], [0.10, 0.30, 0.60], [0.90, 0.05, 0.05]]

@@ -10,9 +10,9 @@ import torch
 from conftest import tiny_spec
 
 from calibench.cli import main
-from calibench.metrics import softmax
-from calibench.runner import train_run
-from calibench.store import Store
+from calibench.evaluation.metrics import softmax
+from calibench.store.index import Store
+from calibench.training.runner import train_run
 
 GOLDEN_PROBS = np.array(
     [[0.25, 0.20, 0.55], [0.55, 0.05, 0.40], [0.10, 0.30, 0.60], [0.90, 0.05, 0.05]]

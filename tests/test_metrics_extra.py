@@ -13,8 +13,8 @@ from conftest import random_logits
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from calibench import metrics as M
 from calibench.errors import CalibenchError
+from calibench.evaluation import metrics as M
 
 GOLDEN_PROBS = np.array(
     [[0.25, 0.20, 0.55], [0.55, 0.05, 0.40], [0.10, 0.30, 0.60], [0.90, 0.05, 0.05]]

@@ -9,7 +9,7 @@ import pytest
 
 import calibench
 from calibench import CalibenchError
-from calibench.discovery import load_entry_points, load_plugin_dir
+from calibench.plugins import load_entry_points, load_plugin_dir
 from calibench.registry import METHODS, Registry
 
 PLUGIN = textwrap.dedent('''

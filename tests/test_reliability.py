@@ -31,24 +31,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from calibench.cli import main
-from calibench.config import (
-    DEFAULT_CONFIG,
-    TRAINING_KEYS,
-    Overrides,
-    RunSpec,
-    build_run_specs,
-    load_config,
-)
+from calibench.config import DEFAULT_CONFIG, Overrides, build_run_specs, load_config
 from calibench.errors import CalibenchError
 from calibench.registry import METHODS
-from calibench.runner import run_one
-from calibench.store import (
-    LEASE_SECONDS,
-    Store,
-    owner_alive,
-    owner_id,
-    result_problem,
-)
+from calibench.spec import TRAINING_KEYS, RunSpec
+from calibench.store.index import LEASE_SECONDS, Store, owner_alive, owner_id, result_problem
+from calibench.training.runner import run_one
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -312,7 +300,7 @@ def test_read_only_output_folder_is_one_message(tmp_path, capsys, monkeypatch):
 def test_run_folder_unwritable_mid_run_is_one_message_and_resumes(
     tmp_path, capsys, monkeypatch, code
 ):
-    from calibench.progress import RichProgress
+    from calibench.cli.display import RichProgress
 
     out = tmp_path / "out"
     spec = specs_of(["ce"], 1)[0]
@@ -539,8 +527,8 @@ def _all_rows(out: Path) -> list[dict]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_killing_the_parent_kills_its_workers_and_a_rerun_takes_over(tmp_path, gated):
-    from calibench.discovery import load_plugin_dir
-    from calibench.train import load_dataset
+    from calibench.data import load_dataset
+    from calibench.plugins import load_plugin_dir
 
     plugins, gate = gated
     out = tmp_path / "out"
@@ -717,7 +705,7 @@ def test_unbounded_values_are_one_message(tmp_path, capsys, setting, message):
 def test_run_ids_in_summaries_are_not_swallowed_as_markup():
     from rich.console import Console
 
-    from calibench.report import markdown_table, print_summary
+    from calibench.report.build import markdown_table, print_summary
 
     header = ["dataset", "backbone", "method", "epochs", "seeds", "acc"]
     table_rows = [["digits", "small_cnn", "ce [abc123]", "1", "1", "90.00"]]

@@ -17,11 +17,11 @@ import pytest
 from conftest import tiny_spec
 
 from calibench.cli import main
-from calibench.latex import escape, latex_report
-from calibench.published import PUBLISHED, compare_published, load_published
-from calibench.runner import train_run
-from calibench.store import Store
-from calibench.tables import best_marks
+from calibench.report.latex import escape, latex_report
+from calibench.report.published import PUBLISHED, compare_published, load_published
+from calibench.report.table import best_marks
+from calibench.store.index import Store
+from calibench.training.runner import train_run
 
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
@@ -350,7 +350,7 @@ def test_compare_published_on_another_backbone_says_so():
 
 
 def test_ood_columns_get_their_own_marked_html_table():
-    from calibench.html_report import summary_table
+    from calibench.report.html import summary_table
 
     summary = synthetic_summary()
     group = summary[summary["dataset"] == "cifar10"]

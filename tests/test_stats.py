@@ -1,6 +1,6 @@
 """Bootstrap intervals, paired comparisons and best/tied marks: resampled metrics against
-calibench.metrics on the resampled rows, coverage on synthetic data with a known truth, and
-hand-computed t-intervals and scipy's Wilcoxon test."""
+calibench.evaluation.metrics on the resampled rows, coverage on synthetic data with a known
+truth, and hand-computed t-intervals and scipy's Wilcoxon test."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from calibench import metrics as M
-from calibench import stats as S
 from calibench.errors import CalibenchError
+from calibench.evaluation import bootstrap as B
+from calibench.evaluation import compare as C
+from calibench.evaluation import metrics as M
 
 REFERENCE = {
     "acc": lambda z, y: M.accuracy(M.softmax(z), y),
@@ -55,7 +56,7 @@ def random_logits(rng: np.random.Generator, n: int, k: int, rounded: bool = Fals
     return logits, rng.integers(0, k, n)
 
 
-@pytest.mark.parametrize("name", S.RESAMPLED_METRICS)
+@pytest.mark.parametrize("name", B.RESAMPLED_METRICS)
 @pytest.mark.parametrize(("n", "k", "rounded"), [(300, 5, False), (300, 4, True), (10, 3, False)])
 def test_resampled_metric_equals_metric_of_resampled_rows(name, n, k, rounded):
     """Rounded logits give tied confidences (edges on samples); n = 10 < 15 bins puts equal-mass
@@ -63,7 +64,7 @@ def test_resampled_metric_equals_metric_of_resampled_rows(name, n, k, rounded):
     rng = np.random.default_rng(n + k)
     logits, labels = random_logits(rng, n, k, rounded)
     indices = rng.integers(0, n, (25, n))
-    fast = S.resample_metric(name, logits, labels)(indices)
+    fast = B.resample_metric(name, logits, labels)(indices)
     slow = [REFERENCE[name](logits[i], labels[i]) for i in indices]
     np.testing.assert_allclose(fast, slow, rtol=1e-10, atol=1e-12)
 
@@ -76,29 +77,29 @@ def test_adaptive_edges_round_like_numpy_interp():
     edges = M.equal_mass_edges(conf, 15)
     assert edges[1] == conf[1]
     expected = M.calibration_bins(conf, hit, edges).expected_error()
-    assert S._adaptive_ece(conf, hit, 15)(np.ones((1, 8)))[0] == pytest.approx(expected, abs=1e-15)
+    assert B._adaptive_ece(conf, hit, 15)(np.ones((1, 8)))[0] == pytest.approx(expected, abs=1e-15)
 
 
 def test_ts_suffix_uses_the_same_metric_on_the_given_logits():
     logits, labels = random_logits(np.random.default_rng(0), 200, 5)
     indices = np.random.default_rng(1).integers(0, 200, (5, 200))
     np.testing.assert_array_equal(
-        S.resample_metric("ece_ts", logits / 2, labels)(indices),
-        S.resample_metric("ece", logits / 2, labels)(indices),
+        B.resample_metric("ece_ts", logits / 2, labels)(indices),
+        B.resample_metric("ece", logits / 2, labels)(indices),
     )
 
 
 def test_bootstrap_is_deterministic_for_a_seed():
     logits, labels = random_logits(np.random.default_rng(0), 500, 10)
-    first = S.bootstrap_interval("ece", logits, labels, n_resamples=200, seed=3)
-    assert S.bootstrap_interval("ece", logits, labels, n_resamples=200, seed=3) == first
-    assert S.bootstrap_interval("ece", logits, labels, n_resamples=200, seed=4) != first
+    first = B.bootstrap_interval("ece", logits, labels, n_resamples=200, seed=3)
+    assert B.bootstrap_interval("ece", logits, labels, n_resamples=200, seed=3) == first
+    assert B.bootstrap_interval("ece", logits, labels, n_resamples=200, seed=4) != first
 
 
 def test_named_metric_and_function_draw_the_same_resamples():
     logits, labels = random_logits(np.random.default_rng(2), 300, 10)
-    named = S.bootstrap_interval("adaece", logits, labels, n_resamples=150, seed=7)
-    function = S.bootstrap_interval(REFERENCE["adaece"], logits, labels, n_resamples=150, seed=7)
+    named = B.bootstrap_interval("adaece", logits, labels, n_resamples=150, seed=7)
+    function = B.bootstrap_interval(REFERENCE["adaece"], logits, labels, n_resamples=150, seed=7)
     assert function == pytest.approx(named, rel=1e-10)
 
 
@@ -109,7 +110,7 @@ def test_interval_is_the_percentile_interval_of_resampled_values():
     indices = np.concatenate([rng.integers(0, 200, (100, 200)) for _ in range(3)])
     values = [REFERENCE["nll"](logits[i], labels[i]) for i in indices]
     expected = np.percentile(values, [2.5, 97.5])
-    got = S.bootstrap_interval("nll", logits, labels, n_resamples=300, seed=11)
+    got = B.bootstrap_interval("nll", logits, labels, n_resamples=300, seed=11)
     np.testing.assert_allclose(got, expected, rtol=1e-10)
 
 
@@ -117,7 +118,7 @@ def test_bootstrap_interval_covers_the_true_ece_at_the_stated_rate():
     draws, hits = 200, 0
     for draw in range(draws):
         a, _, labels = miscalibrated_pair(np.random.default_rng(draw), 1000)
-        low, high = S.bootstrap_interval("ece", a, labels, n_resamples=200, seed=draw)
+        low, high = B.bootstrap_interval("ece", a, labels, n_resamples=200, seed=draw)
         hits += low <= 0.3 <= high
     assert 0.90 <= hits / draws <= 0.99
 
@@ -126,7 +127,7 @@ def test_paired_bootstrap_covers_the_true_ece_difference_at_the_stated_rate():
     draws, hits = 200, 0
     for draw in range(draws):
         a, b, labels = miscalibrated_pair(np.random.default_rng(1000 + draw), 1000)
-        low, high = S.paired_bootstrap_interval("ece", [a], [b], labels, 200, seed=draw)
+        low, high = B.paired_bootstrap_interval("ece", [a], [b], labels, 200, seed=draw)
         hits += low <= 0.15 <= high
     assert 0.90 <= hits / draws <= 0.99
 
@@ -140,19 +141,19 @@ def test_paired_bootstrap_resamples_a_and_b_together():
     def difference(z: np.ndarray, y: np.ndarray) -> float:
         return REFERENCE["ece"](z[:, :5], y) - REFERENCE["ece"](z[:, 5:], y)
 
-    joint = S.bootstrap_interval(difference, np.hstack([a, b]), labels, n_resamples=120, seed=9)
-    paired = S.paired_bootstrap_interval("ece", [a], [b], labels, n_resamples=120, seed=9)
+    joint = B.bootstrap_interval(difference, np.hstack([a, b]), labels, n_resamples=120, seed=9)
+    paired = B.paired_bootstrap_interval("ece", [a], [b], labels, n_resamples=120, seed=9)
     assert paired == pytest.approx(joint, rel=1e-10)
 
 
 def test_seeds_with_their_own_test_sets_are_resampled_independently():
     rng = np.random.default_rng(8)
     (a1, b1, y1), (a2, b2, y2) = miscalibrated_pair(rng, 300), miscalibrated_pair(rng, 200)
-    low, high = S.paired_bootstrap_interval("ece", [a1, a2], [b1, b2], [y1, y2], 200, seed=1)
+    low, high = B.paired_bootstrap_interval("ece", [a1, a2], [b1, b2], [y1, y2], 200, seed=1)
     mean = np.mean([REFERENCE["ece"](a1, y1) - REFERENCE["ece"](b1, y1),
                     REFERENCE["ece"](a2, y2) - REFERENCE["ece"](b2, y2)])  # fmt: skip
     assert low < mean < high
-    assert S.paired_bootstrap_interval("ece", [a1, a2], [b1, b2], [y1, y2], 200, 0.95, 1) == (
+    assert B.paired_bootstrap_interval("ece", [a1, a2], [b1, b2], [y1, y2], 200, 0.95, 1) == (
         low,
         high,
     )
@@ -161,10 +162,10 @@ def test_seeds_with_their_own_test_sets_are_resampled_independently():
 def test_seed_interval_matches_hand_computation_and_scipy():
     d = np.array([1.0, 2.0, 3.0, 4.0])
     half = 3.182446305284263 * np.sqrt(5 / 3) / 2  # t_{0.975, 3} · sd / sqrt(4)
-    assert S.seed_interval(d) == pytest.approx((2.5 - half, 2.5 + half), rel=1e-12)
+    assert C.seed_interval(d) == pytest.approx((2.5 - half, 2.5 + half), rel=1e-12)
     scipy_ci = scipy_stats.ttest_1samp(d, 0.0).confidence_interval(0.9)
-    assert S.seed_interval(d, level=0.9) == pytest.approx((scipy_ci.low, scipy_ci.high))
-    assert S.seed_interval([0.3]) is None
+    assert C.seed_interval(d, level=0.9) == pytest.approx((scipy_ci.low, scipy_ci.high))
+    assert C.seed_interval([0.3]) is None
 
 
 def test_seed_interval_covers_the_true_mean_difference_at_the_stated_rate():
@@ -172,7 +173,7 @@ def test_seed_interval_covers_the_true_mean_difference_at_the_stated_rate():
     draws = 400
     hits = sum(
         low <= 0.02 <= high
-        for low, high in (S.seed_interval(rng.normal(0.02, 0.01, 5)) for _ in range(draws))
+        for low, high in (C.seed_interval(rng.normal(0.02, 0.01, 5)) for _ in range(draws))
     )
     assert 0.92 <= hits / draws <= 0.98
 
@@ -180,24 +181,24 @@ def test_seed_interval_covers_the_true_mean_difference_at_the_stated_rate():
 def test_wilcoxon_needs_six_seeds_to_reach_significance():
     assert scipy_stats.wilcoxon(np.arange(1.0, 6.0)).pvalue == pytest.approx(2 / 2**5)
     assert scipy_stats.wilcoxon(np.arange(1.0, 7.0)).pvalue == pytest.approx(2 / 2**6)
-    assert S.wilcoxon_p_value(np.arange(5.0), np.zeros(5)) is None
-    assert 2 / 2 ** (S.WILCOXON_MIN_SEEDS - 1) > 0.05 > 2 / 2**S.WILCOXON_MIN_SEEDS
+    assert C.wilcoxon_p_value(np.arange(5.0), np.zeros(5)) is None
+    assert 2 / 2 ** (B.WILCOXON_MIN_SEEDS - 1) > 0.05 > 2 / 2**B.WILCOXON_MIN_SEEDS
 
 
 def test_wilcoxon_p_value_equals_scipy():
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=8), rng.normal(size=8)
-    assert S.wilcoxon_p_value(a, b) == scipy_stats.wilcoxon(a, b).pvalue
-    assert S.wilcoxon_p_value(a, a) == 1.0
+    assert C.wilcoxon_p_value(a, b) == scipy_stats.wilcoxon(a, b).pvalue
+    assert C.wilcoxon_p_value(a, a) == 1.0
 
 
 def test_verdict_needs_every_available_interval_to_exclude_zero():
-    assert S.verdict([(-2.0, -1.0), (-3.0, -0.5)], lower_is_better=True) == "A better"
-    assert S.verdict([(-2.0, -1.0), (-3.0, 0.5)], lower_is_better=True) == "tied"
-    assert S.verdict([None, (1.0, 2.0)], lower_is_better=True) == "B better"
-    assert S.verdict([None, (1.0, 2.0)], lower_is_better=False) == "A better"
-    assert S.verdict([None, None], lower_is_better=True) == "tied"
-    assert S.verdict([(0.0, 0.0)], lower_is_better=True) == "tied"
+    assert C.verdict([(-2.0, -1.0), (-3.0, -0.5)], lower_is_better=True) == "A better"
+    assert C.verdict([(-2.0, -1.0), (-3.0, 0.5)], lower_is_better=True) == "tied"
+    assert C.verdict([None, (1.0, 2.0)], lower_is_better=True) == "B better"
+    assert C.verdict([None, (1.0, 2.0)], lower_is_better=False) == "A better"
+    assert C.verdict([None, None], lower_is_better=True) == "tied"
+    assert C.verdict([(0.0, 0.0)], lower_is_better=True) == "tied"
 
 
 def seeded_pairs(n_seeds: int, gap_b: float):
@@ -216,7 +217,7 @@ def seeded_pairs(n_seeds: int, gap_b: float):
 
 def test_identical_methods_are_tied():
     a, _, a_logits, _, labels = seeded_pairs(6, 0.3)
-    result = S.paired_comparison(
+    result = C.paired_comparison(
         "ece", a, a, a_logits=a_logits, b_logits=a_logits, labels=labels, n_resamples=100
     )
     assert result.verdict == "tied"
@@ -227,7 +228,7 @@ def test_identical_methods_are_tied():
 
 def test_a_large_clear_difference_picks_the_right_method():
     a, b, a_logits, b_logits, labels = seeded_pairs(6, 0.05)
-    result = S.paired_comparison(
+    result = C.paired_comparison(
         "ece",
         a,
         b,
@@ -247,13 +248,13 @@ def test_a_large_clear_difference_picks_the_right_method():
 
 def test_higher_is_better_flips_the_verdict():
     a, b = [0.95, 0.96, 0.955], [0.90, 0.91, 0.905]
-    assert S.paired_comparison("acc", a, b).verdict == "A better"
-    assert S.paired_comparison("acc", a, b, lower_is_better=True).verdict == "B better"
-    assert S.paired_comparison("ece", a, b).verdict == "B better"
+    assert C.paired_comparison("acc", a, b).verdict == "A better"
+    assert C.paired_comparison("acc", a, b, lower_is_better=True).verdict == "B better"
+    assert C.paired_comparison("ece", a, b).verdict == "B better"
 
 
 def test_fewer_than_two_seeds_without_logits_is_tied():
-    result = S.paired_comparison("ece", [0.01], [0.2])
+    result = C.paired_comparison("ece", [0.01], [0.2])
     assert result.seed_interval is None and result.p_value is None
     assert result.verdict == "tied"
 
@@ -261,18 +262,18 @@ def test_fewer_than_two_seeds_without_logits_is_tied():
 def test_values_that_do_not_match_the_logits_are_an_error():
     a, b, a_logits, b_logits, labels = seeded_pairs(2, 0.05)
     with pytest.raises(CalibenchError, match="logits give"):
-        S.paired_comparison(
+        C.paired_comparison(
             "ece", a, [v + 0.01 for v in b], a_logits=a_logits, b_logits=b_logits, labels=labels
         )
 
 
 def test_bad_input_is_a_clear_error():
     with pytest.raises(CalibenchError, match="per seed"):
-        S.paired_comparison("ece", [0.1, 0.2], [0.1])
+        C.paired_comparison("ece", [0.1, 0.2], [0.1])
     with pytest.raises(CalibenchError, match="lower_is_better"):
-        S.paired_comparison("temperature", [1.0, 2.0], [1.5, 2.5])
+        C.paired_comparison("temperature", [1.0, 2.0], [1.5, 2.5])
     with pytest.raises(CalibenchError, match="no bootstrap"):
-        S.bootstrap_interval("smece", np.zeros((3, 2)), np.zeros(3, dtype=int))
+        B.bootstrap_interval("smece", np.zeros((3, 2)), np.zeros(3, dtype=int))
 
 
 def runs_table() -> pd.DataFrame:
@@ -291,7 +292,7 @@ def summary_of(runs: pd.DataFrame) -> pd.DataFrame:
 
 def test_compare_methods_pairs_on_common_seeds():
     runs = runs_table()
-    comparisons = S.compare_methods(runs, "ece")
+    comparisons = C.compare_methods(runs, "ece")
     assert len(comparisons) == 4 * 3
     assert comparisons[("A", "D")].n_seeds == 3
     assert comparisons[("A", "D")].mean_diff == pytest.approx(np.mean([0.01, 0.012, 0.009]) - 0.2)
@@ -301,7 +302,7 @@ def test_compare_methods_pairs_on_common_seeds():
 
 def test_mark_best_marks_a_clear_winner():
     runs = runs_table()
-    marks = S.mark_best(summary_of(runs), "ece", True, S.compare_methods(runs, "ece"))
+    marks = C.mark_best(summary_of(runs), "ece", True, C.compare_methods(runs, "ece"))
     assert marks.tolist() == ["best", "", "", ""]
 
 
@@ -309,14 +310,14 @@ def test_mark_best_marks_the_set_tied_for_best():
     runs = runs_table()
     runs = runs[runs.method != "A"]
     summary = summary_of(runs)
-    marks = S.mark_best(summary, "ece", True, S.compare_methods(runs, "ece"))
+    marks = C.mark_best(summary, "ece", True, C.compare_methods(runs, "ece"))
     assert dict(zip(summary.method, marks, strict=True)) == {"B": "tied", "C": "tied", "D": ""}
 
 
 def test_mark_best_counts_a_missing_comparison_as_tied():
     runs = runs_table()
     summary = summary_of(runs)
-    comparisons = {k: v for k, v in S.compare_methods(runs, "ece").items() if "D" not in k}
-    marks = S.mark_best(summary, "ece", True, comparisons)
+    comparisons = {k: v for k, v in C.compare_methods(runs, "ece").items() if "D" not in k}
+    marks = C.mark_best(summary, "ece", True, comparisons)
     assert marks.tolist() == ["tied", "", "", "tied"]
-    assert S.mark_best(summary.iloc[:1], "ece", True, {}).tolist() == [""]
+    assert C.mark_best(summary.iloc[:1], "ece", True, {}).tolist() == [""]

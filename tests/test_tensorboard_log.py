@@ -9,15 +9,15 @@ import pytest
 
 from calibench.cli import main
 from calibench.errors import CalibenchError
-from calibench.report import load_run
-from calibench.store import Store
+from calibench.report.build import load_run
+from calibench.store.index import Store
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E402
     EventAccumulator,
 )
 
-from calibench.tensorboard_log import TensorBoardProgress, summary_writer_class  # noqa: E402
+from calibench.training.tensorboard import TensorBoardProgress, summary_writer_class  # noqa: E402
 
 
 def scalars(logdir) -> dict[str, list[tuple[int, float]]]:

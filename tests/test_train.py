@@ -11,12 +11,12 @@ import pytest
 import torch
 from conftest import StopAfter, tiny_spec
 
-from calibench.data import DeviceLoader
+from calibench.data import DeviceLoader, load_dataset
 from calibench.data.loader import random_crop, random_hflip
 from calibench.registry import DATASETS
-from calibench.runner import train_run
-from calibench.store import Store, write_json
-from calibench.train import load_dataset
+from calibench.store.files import write_json
+from calibench.store.index import Store
+from calibench.training.runner import train_run
 
 
 def test_same_seed_same_metrics(tmp_path):

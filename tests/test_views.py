@@ -24,7 +24,9 @@ def _run(model: nn.Module, views: list[torch.Tensor], fused: bool) -> list[torch
 def _assert_same_state(a: nn.Module, b: nn.Module) -> None:
     for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
         scale = p.grad.abs().max().clamp_min(1e-6)
-        assert (p.grad - q.grad).abs().max() / scale < 1e-4, name
+        # float32 sums in another order: up to 1.5e-4 of the largest gradient on an AMD EPYC;
+        # mixing the views' batch statistics changes gradients at order 1
+        assert (p.grad - q.grad).abs().max() / scale < 1e-3, name
     for (name, u), v in zip(a.named_buffers(), b.buffers(), strict=True):
         if u.dtype == torch.long:
             assert torch.equal(u, v), name

@@ -1,0 +1,400 @@
+"""The ``calibench`` commands: each ``cmd_<command>`` parses nothing, calls the work and prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from calibench.cli.parser import build_parser
+from calibench.errors import CalibenchError
+
+
+def _setup(args: argparse.Namespace) -> tuple[dict, list[Path], Path]:
+    """Read the settings and load every plugin; returns the config, the plugin folders and the
+    settings file that was read."""
+    from calibench.config import find_config, load_config, plugin_dirs
+    from calibench.plugins import discover_plugins
+
+    path = find_config(args.config)
+    config = load_config(path)
+    dirs = plugin_dirs(config, path) + [Path(p) for p in args.plugins]
+    discover_plugins(dirs)
+    return config, dirs, path
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from calibench.cli.display import RichProgress, print_outcomes
+    from calibench.config import Overrides, build_run_specs
+    from calibench.device import resolve_device
+    from calibench.store.index import Store
+    from calibench.training import distributed
+    from calibench.training.executors import run_local, run_processes, run_slurm, visible_gpus
+
+    config, dirs, _ = _setup(args)
+    specs = build_run_specs(
+        config,
+        Overrides(
+            preset=args.preset,
+            methods=args.methods,
+            datasets=args.datasets,
+            backbones=args.backbones,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            ood=args.ood,
+            sets=args.sets,
+            data_root=args.data_root,
+            download=args.download,
+            device=args.device,
+        ),
+    )
+    device = resolve_device(args.device)
+    gpus_per_run = distributed.processes_per_run(args.gpus_per_run, args.executor)
+    if args.shift:
+        from calibench.shift import check_shift
+
+        for spec in specs:
+            check_shift(args.shift, spec.dataset)
+    store = Store(args.output)
+    with distributed.process_group(device):
+        if not distributed.is_main():
+            console = Console(quiet=True)
+        console.print(f"{len(specs)} runs -> {store.root}", highlight=False, markup=False)
+        progress = RichProgress(console, len(specs))
+        if args.log == "tensorboard":
+            from calibench.training.tensorboard import TensorBoardProgress
+
+            progress = TensorBoardProgress(progress, store)
+        retry = args.retry_failed
+        if args.executor == "slurm":
+            slurm = dict(config.get("slurm", {}))
+            outcomes = run_slurm(
+                specs, store, dirs, slurm, args.force, retry_failed=retry, gpus_per_run=gpus_per_run
+            )
+        elif args.executor == "processes":
+            devices = args.devices or visible_gpus()
+            outcomes = run_processes(
+                specs, store, devices, dirs, args.force, progress, retry, args.runs_per_device
+            )
+        else:
+            outcomes = run_local(specs, store, args.force, progress, retry)
+    if args.shift and distributed.is_main():
+        _evaluate_shift(store, [o.spec for o in outcomes], args, console)
+    return print_outcomes(outcomes, console)
+
+
+def _evaluate_shift(store, specs, args: argparse.Namespace, console: Console) -> None:
+    from calibench.device import resolve_device
+    from calibench.evaluation.shift import evaluate_shift_runs
+    from calibench.shift import check_shift
+
+    runs = [(s, store.run_dir(s)) for s in specs if store.status(s) == "complete"]
+    for spec, _ in runs:
+        check_shift(args.shift, spec.dataset)
+    evaluate_shift_runs(
+        runs,
+        args.shift,
+        resolve_device(args.device),
+        args.corruptions,
+        force=getattr(args, "force", False),
+        say=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True),
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
+    from calibench.config import expand_methods
+    from calibench.spec import RunSpec
+    from calibench.store.index import Store
+
+    _setup(args)
+    store = Store(args.output)
+    methods = set(expand_methods(args.methods)) if args.methods else None
+    specs = []
+    for run in store.complete_runs():
+        spec = RunSpec.from_dict(json.loads(run["config"]))
+        if (methods is None or spec.method in methods) and (
+            args.datasets is None or spec.dataset in args.datasets
+        ):
+            specs.append(spec)
+    if not specs:
+        raise CalibenchError(f"no complete run in {store.root} matches the selection.")
+    _evaluate_shift(store, specs, args, console)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from calibench.report.build import build_report
+    from calibench.store.index import Store
+
+    calibrators = None if args.calibrators is None else tuple(args.calibrators)
+    if calibrators == ("none",):
+        calibrators = ()
+    build_report(
+        Store(args.output),
+        tuple(args.format),
+        console,
+        tuple(args.compare),
+        args.mixing_samples,
+        calibrators,
+    )
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from calibench.evaluation.metrics import calibration_metrics
+    from calibench.evaluation.record import evaluate_logits
+    from calibench.store.files import strict_json
+    from calibench.store.foreign import load_logit_set
+
+    data = load_logit_set(
+        args.logits, args.labels, args.val_logits, args.val_labels, args.probabilities
+    )
+    if "val_logits" in data:
+        result = evaluate_logits(data, args.temperature_fit, args.n_bins)
+    else:
+        result = calibration_metrics(data["test_logits"], data["test_labels"], args.n_bins)
+        result.update(n_bins=args.n_bins, n_test=len(data["test_labels"]))
+    if args.json:
+        print(json.dumps(strict_json(result), sort_keys=True))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"{args.logits.name}: {result['n_test']} samples, {args.n_bins} bins")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if "temperature" in result:
+        table.add_column(f"after TS (T={result['temperature']:.3g})", justify="right")
+    for name in ("acc", "nll", "brier", "ece", "adaece", "cece", "mce"):
+        cells = [result[name], *([result[f"{name}_ts"]] if "temperature" in result else [])]
+        percent = name not in ("nll", "brier")
+        table.add_row(
+            f"{name} (%)" if percent else name,
+            *[f"{100 * v:.2f}" if percent else f"{v:.4f}" for v in cells],
+        )
+    console.print(table)
+    for key in sorted(k for k in result if k.startswith("ood_")):
+        console.print(f"{key}: {result[key]:.4f}", highlight=False)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    import json
+    from functools import partial
+
+    from rich.table import Table
+
+    from calibench.bench.steps import (
+        bench_methods,
+        compare_with_reference,
+        comparison_document,
+        comparison_table,
+        write_comparison,
+    )
+    from calibench.config import expand_methods
+    from calibench.device import resolve_device
+    from calibench.models import check_backbone_name
+    from calibench.registry import DATASETS
+    from calibench.training import fast_path
+
+    _setup(args)
+    methods = expand_methods(args.methods or ["*"])
+    DATASETS.get(args.dataset)
+    check_backbone_name(args.backbone)
+    device = resolve_device(args.device)
+    if args.against:
+        comparison = compare_with_reference(
+            methods,
+            args.dataset,
+            args.backbone,
+            args.batch_size,
+            args.steps,
+            args.blocks,
+            device,
+            precision=args.precision,
+            num_workers=args.num_workers,
+            data_root=args.data_root,
+            peak_tflops=args.peak_tflops,
+            on_row=partial(write_comparison, path=args.output) if args.output else None,
+            fast=fast_path.parse(args.fast, device),
+        )
+        if args.json:
+            print(json.dumps(comparison_document(comparison), indent=2))
+        else:
+            console.print(comparison_table(comparison))
+        return 0
+    only_against = (
+        ("--json", args.json),
+        ("--output", args.output),
+        ("--num-workers", args.num_workers),
+        ("--peak-tflops", args.peak_tflops),
+        ("--precision bf16", args.precision == "bf16"),
+        ("--fast", args.fast != "auto"),
+    )
+    given = [flag for flag, value in only_against if value not in (None, False)]
+    if given:
+        raise CalibenchError(f"{', '.join(given)} only apply with --against reference.")
+    rows = bench_methods(methods, args.dataset, args.backbone, args.batch_size, args.steps, device)
+    base = next((r for r in rows if r.method == "ce"), rows[0])
+    table = Table(
+        title=f"ms per training step: {args.backbone} on {args.dataset}-shaped batches "
+        f"of {args.batch_size}, {device}, median of {args.steps} steps"
+    )
+    for column in (
+        "method",
+        "forward calls",
+        "images through model / batch",
+        "step",
+        "model fwd/bwd + optimiser",
+        "method's loss work",
+        f"step / {base.method} step",
+    ):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for r in rows:
+        table.add_row(
+            r.method,
+            str(r.forward_passes),
+            f"{r.samples_per_input:.0f}x",
+            f"{r.step_ms:.2f}",
+            f"{r.model_ms:.2f}",
+            f"{r.loss_ms:.2f}",
+            f"{r.step_ms / base.step_ms:.2f}x",
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    from calibench.registry import BACKBONES, DATASETS, METHODS
+
+    config, _, path = _setup(args)
+    if args.what == "methods":
+        from calibench.method import method_fields
+
+        for name in METHODS.names():
+            hp = ", ".join(f"{k}={v!r}" for k, (_, v) in method_fields(name).items())
+            doc = (METHODS.get(name).__doc__ or "").strip().splitlines()[0]
+            console.print(f"[bold]{name}[/]({hp})\n    {doc}", highlight=False)
+    elif args.what == "datasets":
+        for name in DATASETS.names():
+            spec = DATASETS.get(name)
+            console.print(
+                f"[bold]{name}[/]: {spec.num_classes} classes, {spec.in_channels}x"
+                f"{spec.image_size}x{spec.image_size}. {spec.description}",
+                highlight=False,
+            )
+    elif args.what == "calibrators":
+        from calibench.evaluation.calibrators import calibrator_fields
+        from calibench.registry import CALIBRATORS
+
+        for name in CALIBRATORS.names():
+            hp = ", ".join(f"{k}={v!r}" for k, (_, v) in calibrator_fields(name).items())
+            doc = (CALIBRATORS.get(name).__doc__ or "").strip().splitlines()[0]
+            console.print(f"[bold]{name}[/]({hp})\n    {doc}", highlight=False)
+    elif args.what == "backbones":
+        for name in BACKBONES.names():
+            doc = (BACKBONES.get(name).__doc__ or "").strip().splitlines()[0]
+            console.print(f"[bold]{name}[/]: {doc}", highlight=False)
+        console.print("[bold]timm/<name>[/]: any timm model, e.g. timm/resnet18", highlight=False)
+    else:
+        console.print(f"presets of {path}", style="dim", highlight=False, markup=False)
+        default = config.get("default_preset", "quick")
+        for name, preset in sorted(config.get("presets", {}).items()):
+            mark = " (default)" if name == default else ""
+            preset = preset if isinstance(preset, dict) else {}
+            console.print(
+                f"[bold]{name}[/]{mark}: {preset.get('description', '')}", highlight=False
+            )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from dataclasses import asdict
+
+    from calibench.evaluation.compare import compare_pair
+    from calibench.report.build import collect
+    from calibench.store.index import Store
+
+    table, runs = collect(Store(args.output))
+    results = compare_pair(table, runs, args.a, args.b, args.metric)
+    if args.json:
+        payload = [
+            {"dataset": d, "backbone": b, **asdict(c), "winner": c.winner} for d, b, c in results
+        ]
+        print(json.dumps(payload, indent=2))
+        return 0
+    for dataset, backbone, comparison in results:
+        console.print(f"{dataset} / {backbone}: {comparison.describe()}", highlight=False,
+                      markup=False, soft_wrap=True)  # fmt: skip
+    return 0
+
+
+def cmd_init(args: argparse.Namespace, console: Console) -> int:
+    import shutil
+
+    from calibench.config import CONFIG_NAME, DEFAULT_CONFIG
+
+    target = Path.cwd() / CONFIG_NAME
+    if target.exists() and not args.force:
+        raise CalibenchError(f"{target} exists already; keep it, or pass --force to overwrite it.")
+    shutil.copyfile(DEFAULT_CONFIG, target)
+    console.print(f"wrote {target}: edit it; every command here now reads it", highlight=False)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    from calibench.cli.display import print_status
+    from calibench.store.index import Store
+
+    store = Store(args.output)
+    if args.rebuild:
+        console.print(f"indexed {store.rebuild_index()} runs from the run folders")
+    print_status(store.runs(), console)
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "report": cmd_report,
+    "metrics": cmd_metrics,
+    "bench": cmd_bench,
+    "list": cmd_list,
+    "evaluate": cmd_evaluate,
+    "compare": cmd_compare,
+    "init": cmd_init,
+    "status": cmd_status,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``calibench`` command. Exit codes: 0 done, 1 some runs failed (the others
+    finished), 2 bad input or an unusable output folder (one message, nothing stored is
+    touched), 130 interrupted (run the same command again to resume)."""
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        return COMMANDS[args.command](args, console)
+    except CalibenchError as exc:
+        print(f"calibench: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(
+            f"calibench: error: cannot use{where}: {exc.strerror or exc}. Check that the path "
+            "is a writable folder with free space (e.g. --output DIR).",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "calibench: interrupted. Finished epochs are saved; run the same command again "
+            "to resume.",
+            file=sys.stderr,
+        )
+        return 130
+
+

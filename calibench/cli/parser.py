@@ -1,0 +1,438 @@
+"""The ``calibench`` command's arguments: one ``add_<command>`` per command."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EXAMPLES = """\
+examples:
+  calibench run                       # the default preset (quick: every method on digits)
+  calibench run --methods rankmixup_mndcg,focal --datasets cifar10
+  calibench run --preset paper-cifar10 --seeds 0,1,2 --device cuda
+  calibench run --methods 'rankmixup_*' --set rankmixup_mrl.margin=1.0 --set training.lr=0.05
+  calibench report --format md,csv,tex,html --compare published
+  calibench metrics results/runs/digits/small_cnn/ce/seed0-*/logits.npz
+  calibench list methods
+"""
+
+
+def _names(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return names
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="calibench",
+        description="Train calibration methods x backbones x datasets x seeds, store every run,\n"
+        "and report accuracy, NLL and the calibration errors (ECE, AdaECE, classwise ECE,\n"
+        "smooth ECE, ...) before and after post-hoc calibrators, under dataset shift and OOD,\n"
+        "with intervals that say whether a difference is larger than the noise.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    add_run(sub)
+    add_report(sub)
+    add_metrics(sub)
+    add_bench(sub)
+    add_evaluate(sub)
+    add_compare(sub)
+    add_init(sub)
+    add_status(sub)
+    add_list(sub)
+    return parser
+
+
+def add_run(sub: argparse._SubParsersAction) -> None:
+    """The ``run`` command's arguments."""
+    run = sub.add_parser(
+        "run",
+        help="train every combination of a preset (resumable; complete runs are skipped)",
+        description="Train every method x dataset x backbone x seed of a preset from\n"
+        "benchmark.toml, with command-line overrides. Complete runs are skipped; an\n"
+        "interrupted run resumes from its last epoch.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--preset", help="preset of benchmark.toml (default: its default_preset)")
+    run.add_argument("--methods", type=_names, help="comma-separated method names or patterns")
+    run.add_argument("--datasets", type=_names, help="comma-separated dataset names")
+    run.add_argument(
+        "--backbones",
+        type=_names,
+        help="comma-separated backbones (default: each dataset's own; timm/<name> works)",
+    )
+    run.add_argument("--seeds", type=_ints, help="comma-separated seeds, e.g. 0,1,2")
+    run.add_argument(
+        "--epochs", type=_positive_int, help="epochs per run; lr milestones scale with it"
+    )
+    run.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="NAME.PARAM=VALUE",
+        help="override a method hyperparameter (rankmixup_mrl.margin=1.0) or a "
+        "training setting (training.lr=0.05, training.precision=bf16, "
+        "training.channels_last=false; docs/speed.md for the fast path); repeatable",
+    )
+    run.add_argument("--ood", type=_names, help="OOD test sets to score, e.g. svhn,cifar100")
+    _shift_arguments(run)
+    run.add_argument(
+        "--data-root", help="dataset folder (default $CALIBENCH_DATA or ~/.cache/calibench/data)"
+    )
+    run.add_argument(
+        "--download",
+        action="store_true",
+        help="download missing datasets through torchvision (needs a network)",
+    )
+    run.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="retrain complete and failed runs from scratch (a complete result stays in place "
+        "until its retrain completes)",
+    )
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="resume runs that failed before (by default they are skipped)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=["local", "processes", "slurm"],
+        default="local",
+        help="local: one run after another in this process (default); processes: one worker "
+        "process per device of --devices; slurm: one job per run through submitit ([slurm] in "
+        "benchmark.toml)",
+    )
+    run.add_argument(
+        "--devices", type=_names, help="devices of the processes executor (default: every GPU)"
+    )
+    run.add_argument(
+        "--log",
+        choices=["tensorboard"],
+        help="also log every epoch's loss terms and validation metrics to "
+        "<output>/tensorboard/<run> (needs the tensorboard package)",
+    )
+    run.add_argument(
+        "--runs-per-device",
+        type=_positive_int,
+        default=1,
+        help="processes executor: runs trained at once on each device (small models fill a "
+        "large GPU only several at a time; default 1)",
+    )
+    run.add_argument(
+        "--gpus-per-run",
+        type=_positive_int,
+        metavar="N",
+        help="processes (one GPU each, or CPU processes with --device cpu) that train each run "
+        "together with DistributedDataParallel: start the command with torchrun "
+        "--nproc_per_node N, or use --executor slurm (default 1; torchrun's WORLD_SIZE)",
+    )
+    _common(run)
+
+
+def add_report(sub: argparse._SubParsersAction) -> None:
+    """The ``report`` command's arguments."""
+    report = sub.add_parser(
+        "report",
+        help="build tables and reliability diagrams from the store",
+        description="Rebuild <output>/report/ from the stored logits.",
+    )
+    report.add_argument(
+        "--format",
+        type=_names,
+        default=["md", "csv", "html"],
+        help="comma-separated: md, csv, tex, html (default md,csv,html)",
+    )
+    report.add_argument(
+        "--compare",
+        type=_names,
+        default=[],
+        metavar="published",
+        help="show published numbers (calibench/report/published.csv) beside the measured ones",
+    )
+    report.add_argument(
+        "--mixing-samples",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="test images per run for the html report's mixing diagnostic (0: off; default 1000)",
+    )
+    report.add_argument(
+        "--calibrators",
+        type=_names,
+        help="post-hoc calibrators fitted on each run's validation logits for the method x "
+        "calibrator and shift tables (default: all of `calibench list calibrators`; none: off)",
+    )
+    _common(report)
+
+
+def add_bench(sub: argparse._SubParsersAction) -> None:
+    """The ``bench`` command's arguments."""
+    from calibench.spec import PRECISIONS
+
+    bench = sub.add_parser(
+        "bench",
+        help="time each method's loss beside the model, or calibench against the reference",
+        description="Default: per training step, the whole step, the method's own loss work "
+        "(mixing, losses and their backward, measured with a stand-in model) and the "
+        "remainder, which is the model's forward/backward passes and the optimiser step.\n"
+        "--against reference: train-step throughput (input images/s), peak memory and FLOPs "
+        "of calibench's pipeline beside a rebuild of the official RankMixup training "
+        "pipeline (PIL transforms, DataLoader workers, float32), timed in alternating blocks "
+        "in one process; see docs/speed.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument("--methods", type=_names, help="methods to time (default: all)")
+    bench.add_argument(
+        "--dataset",
+        default="digits",
+        help="input shape and class count of the batches (default digits); with --against, "
+        "its real training split when readable offline, else random images of its shape",
+    )
+    bench.add_argument(
+        "--backbone", default="small_cnn", help="backbone to time (default small_cnn)"
+    )
+    bench.add_argument(
+        "--batch-size", type=_positive_int, default=128, help="images per batch (default 128)"
+    )
+    bench.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=20,
+        help="timed steps per method (default 20); with --against, per block and path",
+    )
+    bench.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    bench.add_argument(
+        "--against",
+        choices=["reference"],
+        help="compare calibench's training pipeline with the reference pipeline",
+    )
+    bench.add_argument(
+        "--blocks",
+        type=_positive_int,
+        default=5,
+        help="with --against: alternating block pairs, medians taken over them (default 5)",
+    )
+    bench.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="with --against: calibench's precision (the reference is always fp32)",
+    )
+    bench.add_argument(
+        "--fast",
+        default="auto",
+        metavar="SWITCHES",
+        help="with --against: calibench's fast path: auto (default, the device's measured "
+        "defaults), plain, or a comma-separated list of channels_last, compile, fuse_views "
+        "(docs/speed.md)",
+    )
+    bench.add_argument(
+        "--num-workers",
+        type=int,
+        help="with --against: the reference's DataLoader workers (default min(4, cpu count))",
+    )
+    bench.add_argument(
+        "--peak-tflops",
+        type=float,
+        help="with --against: the device's peak TFLOP/s for MFU (default: the datasheet "
+        "table of docs/speed.md, CUDA only)",
+    )
+    bench.add_argument(
+        "--data-root", help="with --against: dataset folder (default as for calibench run)"
+    )
+    bench.add_argument(
+        "--json", action="store_true", help="with --against: print JSON instead of the table"
+    )
+    bench.add_argument(
+        "--output", type=Path, metavar="FILE", help="with --against: also write the JSON here"
+    )
+    bench.add_argument("--plugins", nargs="+", default=[], metavar="DIR")
+    bench.add_argument("--config", type=Path)
+
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    """The ``evaluate`` command's arguments."""
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="evaluate stored runs under dataset shift, without retraining",
+        description="Load the selected (best-validation) model of every complete run in\n"
+        "<output> and store its logits on every corruption and severity of --shift, beside\n"
+        "the clean logits. `calibench report` then adds the shift tables and box plots.",
+        epilog="examples:\n  calibench evaluate --shift cifar10-c --output results\n"
+        "  calibench evaluate --shift corrupt --corruptions gaussian_noise,contrast\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _shift_arguments(evaluate, required=True)
+    evaluate.add_argument("--methods", type=_names, help="only these methods (names or patterns)")
+    evaluate.add_argument("--datasets", type=_names, help="only runs on these datasets")
+    evaluate.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    evaluate.add_argument(
+        "--force", action="store_true", help="recompute shift logits that are already stored"
+    )
+    _common(evaluate)
+
+
+def add_compare(sub: argparse._SubParsersAction) -> None:
+    """The ``compare`` command's arguments."""
+    compare = sub.add_parser(
+        "compare",
+        help="is method A better than method B beyond the noise? (paired over seeds)",
+        description="Compare two methods of a results folder on one metric, per dataset and\n"
+        "backbone, paired over the seeds both were trained with: the mean difference A - B,\n"
+        "its 95% t-interval over seeds, a paired bootstrap over test samples (acc, nll,\n"
+        "brier and the binned calibration errors), a Wilcoxon signed-rank p-value (6+ seeds)\n"
+        "and the verdict: better only where every interval excludes 0, else tied.",
+        epilog="examples:\n  calibench compare rankmixup_mndcg ce\n"
+        "  calibench compare focal ce --metric ece_ts --output results/digits-3seeds\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compare.add_argument("a", help="method A")
+    compare.add_argument("b", help="method B")
+    compare.add_argument("--metric", default="ece", help="metric column (default ece)")
+    compare.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _output(compare)
+
+
+def add_init(sub: argparse._SubParsersAction) -> None:
+    """The ``init`` command's arguments."""
+    init = sub.add_parser(
+        "init",
+        help="write a copy of the default settings to ./benchmark.toml to edit",
+        description="Write the packaged default settings (presets, protocols, method "
+        "hyperparameters) to ./benchmark.toml, which every command then reads. An existing "
+        "file is kept unless --force.",
+    )
+    init.add_argument("--force", action="store_true", help="overwrite ./benchmark.toml")
+
+
+def add_status(sub: argparse._SubParsersAction) -> None:
+    """The ``status`` command's arguments."""
+    status = sub.add_parser(
+        "status",
+        help="list every run of a results folder: complete, running, failed, interrupted",
+        description="One line per run in <output>: its status, last epoch, and the error of a "
+        "failed run; a run whose process died shows as interrupted. Rebuilds the index from "
+        "the run folders when it is missing (--rebuild forces it).",
+    )
+    status.add_argument(
+        "--rebuild", action="store_true", help="rebuild calibench.db from the run folders first"
+    )
+    _output(status)
+
+
+def add_list(sub: argparse._SubParsersAction) -> None:
+    """The ``list`` command's arguments."""
+    listing = sub.add_parser(
+        "list", help="list methods, datasets, backbones, presets or calibrators"
+    )
+    listing.add_argument(
+        "what", choices=["methods", "datasets", "backbones", "presets", "calibrators"]
+    )
+    listing.add_argument("--plugins", nargs="+", default=[], metavar="DIR")
+    listing.add_argument("--config", type=Path)
+
+
+def _shift_arguments(p: argparse.ArgumentParser, required: bool = False) -> None:
+    from calibench.shift import SHIFTS
+
+    p.add_argument(
+        "--shift",
+        choices=SHIFTS,
+        required=required,
+        help="evaluate the selected model on a corrupted test set: the official cifar10-c, "
+        "cifar100-c or tiny_imagenet-c files under the data root, or `corrupt` for "
+        "calibench's generated corruptions of the run's dataset (5 severities each)",
+    )
+    p.add_argument(
+        "--corruptions", type=_names, help="only these corruptions of the shift (default: all)"
+    )
+
+
+def add_metrics(sub: argparse._SubParsersAction) -> None:
+    """The ``metrics`` command's arguments."""
+    from calibench.spec import TEMPERATURE_FITS
+
+    metrics = sub.add_parser(
+        "metrics",
+        help="calibration metrics of any logits file (.npy, .npz, .pt, .csv)",
+        description="Every metric of calibench.evaluation.metrics.calibration_metrics for\n"
+        "logits saved by any code; temperature scaling too when validation logits are given\n"
+        "(or stored in the .npz as val_logits/val_labels). A run's logits.npz needs no\n"
+        "other flag.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    metrics.add_argument("logits", type=Path, metavar="LOGITS", help="(N, K) logits file")
+    metrics.add_argument("--labels", type=Path, help="(N,) class indices (default: in LOGITS)")
+    metrics.add_argument(
+        "--val-logits", type=Path, help="validation logits for temperature scaling"
+    )
+    metrics.add_argument("--val-labels", type=Path, help="validation labels")
+    metrics.add_argument(
+        "--n-bins", type=_positive_int, default=15, help="bins of the ECE-like metrics (15)"
+    )
+    metrics.add_argument(
+        "--temperature-fit",
+        choices=TEMPERATURE_FITS,
+        default="ece_grid",
+        help="how T is fitted on the validation logits (default ece_grid)",
+    )
+    metrics.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="the files hold probabilities (rows summing to 1); log p is used as the logits",
+    )
+    metrics.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _output(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=Path("results"),
+        help="results folder: store, run folders and report (default ./results)",
+    )
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    _output(p)
+    p.add_argument(
+        "--plugins",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="extra folders of method plugin files",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="settings file (default ./benchmark.toml, else the packaged defaults; "
+        "`calibench init` writes a copy to edit)",
+    )

@@ -1,0 +1,189 @@
+"""Published numbers beside the measured ones (``calibench report --compare published``).
+
+The numbers live in ``calibench/report/published.csv``, one value per row: dataset, backbone, method
+(calibench's name), published_name, metric, value (in the paper's unit: percent for accuracy,
+error and ECE-like metrics), source, table, verified ("yes" only when read from the primary
+source named in ``source``), epochs, seeds and hparams of the published run (blank when the
+source does not state them). Matching and the settings notes: docs/report.md, "Published
+numbers".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from calibench.errors import CalibenchError
+
+PUBLISHED = Path(__file__).resolve().parent / "published.csv"
+COLUMNS = [
+    "dataset",
+    "backbone",
+    "method",
+    "published_name",
+    "metric",
+    "value",
+    "source",
+    "table",
+    "verified",
+    "epochs",
+    "seeds",
+    "hparams",
+]
+PERCENT = ("acc", "ece", "adaece", "cece", "mce")
+
+
+def load_published(path: Path = PUBLISHED) -> pd.DataFrame:
+    """The published numbers as a data frame (strings, with ``value`` as float)."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise CalibenchError(f"cannot read the published numbers {path} ({exc}).") from None
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise CalibenchError(f"{path} lacks the columns {', '.join(missing)}.")
+    try:
+        table["value"] = table["value"].astype(float)
+    except ValueError as exc:
+        raise CalibenchError(f"{path}: a value is not a number ({exc}).") from None
+    bad = sorted(set(table["verified"]) - {"yes", "no"})
+    if bad:
+        raise CalibenchError(f"{path}: verified must be yes or no, not {', '.join(bad)}.")
+    return table
+
+
+def measured_value(row: pd.Series, metric: str) -> float:
+    """A summary row's mean of ``metric`` in the published unit: percent for accuracy and the
+    ECE-like metrics, ``error`` as 100 - accuracy, anything else as is. NaN when absent."""
+    if metric == "error":
+        return 100 * (1 - row["acc"]) if "acc" in row else float("nan")
+    if metric not in row:
+        return float("nan")
+    value = float(row[metric])
+    return 100 * value if metric.removesuffix("_ts") in PERCENT else value
+
+
+def _hparams(table: pd.DataFrame | None) -> dict[str, str]:
+    if table is None or "hparams" not in table.columns:
+        return {}
+    return dict(zip(table["config_id"], table["hparams"].fillna(""), strict=False))
+
+
+def setting_notes(published: pd.Series, measured: pd.Series, hparams: str) -> str:
+    """Where the measured run's settings differ from the published run's (backbone, epochs,
+    seeds, hyperparameters), as one line; empty when nothing differs that both state."""
+    notes = []
+    if published["backbone"] != measured["backbone"]:
+        notes.append(f"backbone {measured['backbone']} here, {published['backbone']} published")
+    if published["epochs"] and str(published["epochs"]) != str(measured["epochs"]):
+        notes.append(f"epochs {measured['epochs']} here, {published['epochs']} published")
+    elif not published["epochs"]:
+        notes.append(f"epochs {measured['epochs']} here, not stated in the source")
+    if published["seeds"] and str(published["seeds"]) != str(measured["seeds"]):
+        notes.append(f"seeds {measured['seeds']} here, {published['seeds']} published")
+    elif not published["seeds"]:
+        notes.append(f"seeds {measured['seeds']} here, not stated in the source")
+    if published["hparams"]:
+        here = set(hparams.split())
+        differ = [h for h in published["hparams"].split() if h not in here]
+        if differ:
+            notes.append(f"published {' '.join(differ)}, here {hparams or 'the defaults'}")
+    if published["verified"] != "yes":
+        notes.append("published value not verified")
+    return "; ".join(notes)
+
+
+def compare_published(
+    summary: pd.DataFrame, table: pd.DataFrame | None = None, published: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """One row per published value whose dataset and method were measured, on the same
+    backbone, or on any backbone when none of the published ones was measured (the difference
+    is then noted): dataset, backbone (published), method, metric, published,
+    measured, difference (measured - published), verified, source and settings notes.
+    ``summary`` is :func:`calibench.report.build.summarise`'s; ``table`` the per-run table, for the
+    hyperparameters."""
+    published = load_published() if published is None else published
+    hparams = _hparams(table)
+    base = summary["method"].str.replace(r" \[.*\]$", "", regex=True)
+    published_backbones = published.groupby(["dataset", "method"])["backbone"].agg(set)
+    rows = []
+    for _, pub in published.iterrows():
+        matches = summary[(summary["dataset"] == pub["dataset"]) & (base == pub["method"])]
+        overlap = set(matches["backbone"]) & published_backbones[(pub["dataset"], pub["method"])]
+        if overlap:
+            matches = matches[matches["backbone"] == pub["backbone"]]
+        for _, got in matches.iterrows():
+            value = measured_value(got, pub["metric"])
+            rows.append(
+                {
+                    "dataset": pub["dataset"],
+                    "backbone": pub["backbone"],
+                    "measured_backbone": got["backbone"],
+                    "method": got["method"],
+                    "published_name": pub["published_name"],
+                    "metric": pub["metric"],
+                    "published": pub["value"],
+                    "measured": value,
+                    "difference": value - pub["value"],
+                    "verified": pub["verified"],
+                    "source": f"{pub['source']}; {pub['table']}",
+                    "settings": setting_notes(pub, got, hparams.get(got["config_id"], "")),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def comparison_markdown(comparison: pd.DataFrame, published: pd.DataFrame | None = None) -> str:
+    """The comparison as a markdown section; when nothing matches, which datasets and methods
+    have published numbers."""
+    lines = [
+        "## Published numbers\n",
+        "Percent for accuracy, error and ECE-like metrics; difference = measured - published. "
+        "Settings that differ are listed per row; a published value marked `no` was not read "
+        "from its primary source.\n",
+    ]
+    if comparison.empty:
+        published = load_published() if published is None else published
+        have = published.groupby("dataset")["method"].unique()
+        lines.append(
+            "No measured dataset and method has published numbers. Published numbers exist "
+            "for " + "; ".join(f"{d}: {', '.join(sorted(m))}" for d, m in have.items()) + ".\n"
+        )
+        return "\n".join(lines)
+    header = list(COMPARISON_HEADER)
+    sources = list(dict.fromkeys(comparison["source"]))
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for _, r in comparison.iterrows():
+        cells = [
+            r["dataset"],
+            r["measured_backbone"],
+            f"{r['method']} ({r['published_name']})",
+            r["metric"],
+            f"{r['published']:.2f}",
+            "-" if pd.isna(r["measured"]) else f"{r['measured']:.2f}",
+            "-" if pd.isna(r["difference"]) else f"{r['difference']:+.2f}",
+            r["verified"],
+            r["settings"] or "-",
+            f"[{sources.index(r['source']) + 1}]",
+        ]
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    lines.append("")
+    lines += [f"[{i}] {source}  " for i, source in enumerate(sources, 1)]
+    return "\n".join(lines) + "\n"
+
+
+COMPARISON_HEADER = (
+    "dataset",
+    "backbone",
+    "method",
+    "metric",
+    "published",
+    "measured",
+    "difference",
+    "verified",
+    "settings that differ",
+    "source",
+)
+"""The columns of the published-against-measured table, in the markdown and HTML reports."""

@@ -1,0 +1,481 @@
+"""The training loop: one claimed run in, one result record out.
+
+SGD with momentum and weight decay, a multi-step learning-rate schedule stepped at the END of
+each epoch, gradient clipping to a global norm, and model selection by the best validation
+accuracy (docs/protocol.md, "Training"). The method supplies the loss; everything else is
+identical for every method. A checkpoint after every epoch (the two newest are kept) lets an
+interrupted run resume exactly. A non-finite loss or parameter, or an error inside the method,
+raises :class:`RunFailed` with the reason and the epoch.
+
+One run can train over several processes (calibench/training/distributed.py,
+docs/imagenet.md): every rank trains its shard of each global batch through
+DistributedDataParallel; rank 0 alone evaluates (on the full splits, with the unwrapped
+model) and writes to the store.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from calibench.data import (
+    DatasetSpec,
+    DeviceLoader,
+    ImageData,
+    StreamLoader,
+    load_dataset,
+    make_loader,
+)
+from calibench.device import autocast, resolve_device
+from calibench.errors import CalibenchError
+from calibench.evaluation.metrics import calibration_metrics
+from calibench.evaluation.predict import predict_logits
+from calibench.evaluation.record import evaluate_logits
+from calibench.method import Loss, Method, TrainingSetup, get_method, training_loss
+from calibench.models import build_backbone
+from calibench.registry import DATASETS
+from calibench.spec import RunSpec, Training
+from calibench.store.files import save_arrays, save_torch, write_text
+from calibench.store.index import Claim, Store
+from calibench.training import distributed, fast_path
+from calibench.views import view_batching
+
+
+class RunProgress(Protocol):
+    """What the trainer and the executors tell the user (see :mod:`calibench.cli.display`)."""
+
+    def start(self, spec: RunSpec, first_epoch: int) -> None: ...
+    def epoch(self, row: dict[str, Any]) -> None: ...
+    def finish(self, spec: RunSpec, metrics: dict[str, Any], seconds: float) -> None: ...
+    def skip(self, spec: RunSpec, reason: str) -> None: ...
+    def fail(self, spec: RunSpec, reason: str) -> None: ...
+    def warn(self, message: str) -> None: ...
+    def abort(self) -> None: ...
+
+
+class RunFailed(Exception):
+    """A run that cannot go on: a non-finite loss or parameter, or an error in its method."""
+
+    def __init__(self, reason: str, epoch: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.epoch = epoch
+
+
+FINITE_CHECK_EVERY = 50
+"""Steps between checks that the running loss is finite (each check is one device sync)."""
+
+
+@dataclass
+class Prepared:
+    """The objects of one run, built deterministically from its spec."""
+
+    data: ImageData
+    dataset: DatasetSpec
+    model: nn.Module
+    method: Method
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.MultiStepLR
+    generator: torch.Generator
+    device: torch.device
+    ood: dict[str, ImageData]
+    ddp: nn.Module | None = None
+    """The DistributedDataParallel wrapper that trains ``model`` in a multi-process run."""
+    fast: fast_path.FastPath = field(default_factory=fast_path.FastPath)
+    net: nn.Module | None = None
+    """What a training step calls: ``model`` or ``ddp``, compiled when ``fast.compile``."""
+
+
+def prepare(spec: RunSpec) -> Prepared:
+    """Load the data and build model, method, optimiser, schedule and generator for ``spec``
+    (in a multi-process run: this rank's device, the DDP wrapper, this rank's method seed)."""
+    device = distributed.local_device(resolve_device(spec.device))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    dataset = DATASETS.get(spec.dataset)
+    t = spec.training
+    data = load_dataset(spec.dataset, spec.data_root, spec.download, t.split_seed)
+    if len(data.train) < t.batch_size:
+        raise CalibenchError(
+            f"batch_size {t.batch_size} is larger than {spec.dataset}'s training split "
+            f"({len(data.train)} images), so no full batch could be drawn. Lower batch_size."
+        )
+    distributed.local_batch_size(t.batch_size, distributed.world_size())
+    ood = {
+        name: load_dataset(name, spec.data_root, spec.download, t.split_seed) for name in spec.ood
+    }
+    torch.manual_seed(spec.seed)
+    extra = {"pretrained": True} if spec.training.pretrained else {}
+    model = build_backbone(
+        spec.backbone, dataset.num_classes, dataset.in_channels, dataset.image_size, **extra
+    ).to(device)
+    fast = fast_path.resolve(t, device)
+    fast_path.prepare_model(model, fast)
+    ddp = distributed.wrap_model(model, device, t.sync_bn)
+    model = ddp.module if ddp is not None else model
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=t.milestone_epochs(), gamma=t.lr_decay
+    )
+    method = get_method(spec.method, **spec.hparams)
+    rank = distributed.rank()
+    method.seed(distributed.method_seed(spec.seed + 1, rank))
+    method.setup(TrainingSetup(len(data.train), dataset.num_classes))
+    generator = torch.Generator().manual_seed(spec.seed + 2)
+    if rank > 0:
+        torch.manual_seed(distributed.method_seed(spec.seed, rank))
+    net = fast_path.training_forward(ddp if ddp is not None else model, fast)
+    return Prepared(
+        data, dataset, model, method, optimizer, scheduler, generator, device, ood, ddp, fast, net
+    )
+
+
+def _check_loss(out: Any, method: Method) -> Loss:
+    if not isinstance(out, Loss):
+        raise RunFailed(
+            f"method {method.name}: loss() returned {type(out).__name__}, not calibench.Loss"
+        )
+    if not isinstance(out.total, torch.Tensor) or out.total.ndim != 0:
+        shape = tuple(out.total.shape) if isinstance(out.total, torch.Tensor) else out.total
+        raise RunFailed(f"method {method.name}: Loss.total must be a scalar tensor, got {shape}")
+    return out
+
+
+def _check_finite(value: torch.Tensor, what: str) -> None:
+    if not bool(torch.isfinite(value)):
+        raise RunFailed(f"non-finite {what} ({float(value)}): training diverged")
+
+
+class MixedPrecisionForward(nn.Module):
+    """Runs the wrapped model's forward under bf16 autocast and hands back float32 logits, so
+    a method's loss arithmetic always happens in float32."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(x.device, "bf16"):
+            return self.model(x).float()
+
+
+def train_one_epoch(
+    p: Prepared, loader: DeviceLoader | StreamLoader, t: Training
+) -> dict[str, float]:
+    """One pass over the training data with ``t``'s gradient clipping and precision and
+    ``p.fast``'s fast path; returns the epoch means of the loss and its terms (averaged over
+    the ranks of a multi-process run). The running loss is checked every
+    :data:`FINITE_CHECK_EVERY` steps and the parameters at the end; a non-finite value raises
+    :class:`RunFailed` (on every rank: the checks use the loss averaged over the ranks)."""
+    net = next(m for m in (p.net, p.ddp, p.model) if m is not None)
+    net.train()
+    model = MixedPrecisionForward(net) if t.precision == "bf16" else net
+    sums: dict[str, torch.Tensor] = {}
+    for step, (x, y, indices) in enumerate(loader.indexed(), 1):
+        with view_batching(p.fast.fuse_views):
+            out = _check_loss(training_loss(p.method, model, x, y, indices), p.method)
+        p.optimizer.zero_grad(set_to_none=True)
+        out.total.backward()
+        if t.grad_clip > 0:
+            nn.utils.clip_grad_norm_(p.model.parameters(), t.grad_clip)
+        p.optimizer.step()
+        for name, value in {"loss": out.total, **out.terms}.items():
+            value = torch.as_tensor(value).detach().float()
+            sums[name] = sums.get(name, 0) + value
+        if step % FINITE_CHECK_EVERY == 0:
+            _check_finite(distributed.all_reduce_mean([sums["loss"]])[0], "training loss")
+    sums = dict(zip(sums, distributed.all_reduce_mean(list(sums.values())), strict=True))
+    _check_finite(sums["loss"], "training loss")
+    _check_finite(nn.utils.get_total_norm(p.model.parameters()), "parameter norm")
+    return {name: float(total) / len(loader) for name, total in sums.items()}
+
+
+def _rng_states(p: Prepared) -> dict[str, Any]:
+    cuda = p.device.type == "cuda"
+    return {
+        "method_rng": p.method.rng_state(),
+        "method_state": p.method.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(p.device) if cuda else None,
+    }
+
+
+def _checkpoint(p: Prepared, history: History) -> dict[str, Any]:
+    """The resume state; rank 0's random states at the top level and the other ranks' in
+    ``other_ranks`` (gathering them is a collective: every rank calls this)."""
+    ranks = distributed.all_gather_object(_rng_states(p))
+    return {
+        "epoch": history.epoch,
+        "model": p.model.state_dict(),
+        "optimizer": p.optimizer.state_dict(),
+        "scheduler": p.scheduler.state_dict(),
+        "generator": p.generator.get_state(),
+        **ranks[0],
+        "other_ranks": ranks[1:],
+        "best": history.best,
+        "best_weights": history.best_weights,
+        "log": history.log,
+    }
+
+
+def _restore(p: Prepared, state: dict[str, Any]) -> None:
+    p.model.load_state_dict(state["model"])
+    p.optimizer.load_state_dict(state["optimizer"])
+    p.scheduler.load_state_dict(state["scheduler"])
+    p.generator.set_state(state["generator"])
+    rng = _rank_rng_states(state, distributed.rank())
+    if rng is None:
+        return
+    p.method.set_rng_state(rng["method_rng"])
+    p.method.load_state_dict(rng.get("method_state", {}))
+    torch.set_rng_state(rng["torch_rng"])
+    if rng["cuda_rng"] is not None and p.device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda_rng"], p.device)
+
+
+def _rank_rng_states(state: dict[str, Any], rank: int) -> dict[str, Any] | None:
+    """Rank ``rank``'s saved random states, or None when fewer processes wrote the checkpoint
+    (that rank then keeps the fresh seeding of :func:`prepare`)."""
+    if rank == 0:
+        return state
+    others = state.get("other_ranks", [])
+    return others[rank - 1] if rank <= len(others) else None
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+CHECKPOINTS = ("last.pt", "last.prev.pt")
+"""The newest resume checkpoint and the one before it, in the order a resume tries them."""
+
+
+@dataclass
+class History:
+    """What a run has done so far: the last finished epoch, the best-validation epoch and its
+    weights, and the per-epoch log rows."""
+
+    epoch: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"val_acc": -1.0, "epoch": 0})
+    best_weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, row: dict[str, Any], model: nn.Module) -> bool:
+        """Log an epoch; keep the model's weights when its validation accuracy is the best so
+        far (the first epoch wins ties). Returns whether it was."""
+        self.epoch = row["epoch"]
+        self.log.append(row)
+        if row["val_acc"] <= self.best["val_acc"]:
+            return False
+        self.best = {"val_acc": row["val_acc"], "epoch": row["epoch"]}
+        self.best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return True
+
+
+def resume(p: Prepared, run_dir: Path, warn: Callable[[str], None]) -> History | None:
+    """The history of the newest readable checkpoint of ``run_dir``, restored into ``p``; an
+    unreadable one is skipped with a warning. None when there is none to resume from (a restore
+    that failed half-way leaves ``p`` unusable, so the caller prepares it afresh)."""
+    for name in CHECKPOINTS:
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            _restore(p, state)
+        except Exception as exc:
+            first_line = (str(exc).strip().splitlines() or [""])[0][:120]
+            warn(f"checkpoint {path} is unreadable ({type(exc).__name__}: {first_line}); skipped")
+            continue
+        return History(state["epoch"], state["best"], state["best_weights"], state["log"])
+    if any((run_dir / name).exists() for name in CHECKPOINTS):
+        warn(f"no readable checkpoint in {run_dir}: the run restarts from epoch 1")
+    return None
+
+
+def save_checkpoint(p: Prepared, history: History, run_dir: Path) -> None:
+    """Write ``last.pt``, keeping the previous one as ``last.prev.pt``. Every rank calls it
+    (the ranks' random states are gathered); rank 0 writes."""
+    state = _checkpoint(p, history)
+    if not distributed.is_main():
+        return
+    newest, previous = (run_dir / name for name in CHECKPOINTS)
+    if newest.exists():
+        os.replace(newest, previous)
+    save_torch(newest, state)
+
+
+@dataclass
+class Loaders:
+    train: DeviceLoader | StreamLoader
+    val: DeviceLoader | StreamLoader
+    test: DeviceLoader | StreamLoader
+    ood: dict[str, DeviceLoader | StreamLoader]
+
+
+def make_loaders(p: Prepared, t: Any) -> Loaders:
+    """Each split's loader (device-resident or streamed, as its dataset asks); the training
+    loader yields this rank's shard of every global batch, the others every sample."""
+
+    def evaluation(split: Any) -> DeviceLoader | StreamLoader:
+        return make_loader(split, p.dataset, t.eval_batch_size, p.device)
+
+    rank, world = distributed.rank(), distributed.world_size()
+    return Loaders(
+        train=make_loader(
+            p.data.train, p.dataset, t.batch_size, p.device, True, p.generator, rank, world
+        ),
+        val=evaluation(p.data.val),
+        test=evaluation(p.data.test),
+        ood={name: evaluation(data.test) for name, data in p.ood.items()},
+    )
+
+
+def validate(
+    p: Prepared, loader: DeviceLoader | StreamLoader, labels: np.ndarray, t: Any
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Calibration metrics and logits of the current weights on the validation split: rank 0
+    evaluates the whole split alone and every rank receives both (the logits feed a method's
+    end-of-epoch hook); non-finite logits raise :class:`RunFailed` on every rank."""
+    val, logits = None, None
+    if distributed.is_main():
+        logits = predict_logits(p.model, loader, t.precision)
+        if np.isfinite(logits).all():
+            val = calibration_metrics(logits, labels, t.n_bins)
+    val, logits = distributed.broadcast_object((val, logits))
+    if val is None:
+        raise RunFailed("non-finite validation logits: training diverged")
+    return val, logits
+
+
+def run_epochs(p: Prepared, loaders: Loaders, history: History, t: Any) -> Iterator[dict[str, Any]]:
+    """Train from the epoch after ``history.epoch`` to the last, validating after each; yields
+    each epoch's log row once ``history`` holds it. Errors inside an epoch raise
+    :class:`RunFailed` naming the epoch."""
+    val_labels = p.data.val.labels.numpy()
+    for epoch in range(history.epoch + 1, t.epochs + 1):
+        tick = time.perf_counter()
+        row: dict[str, Any] = {"epoch": epoch, "lr": p.optimizer.param_groups[0]["lr"]}
+        try:
+            row.update(train_one_epoch(p, loaders.train, t))
+            p.scheduler.step()
+            val, val_logits = validate(p, loaders.val, val_labels, t)
+            p.method.on_epoch_end(epoch, val_logits, val_labels)
+        except RunFailed as exc:
+            raise RunFailed(exc.reason, epoch) from None
+        except (KeyboardInterrupt, OSError, CalibenchError):
+            raise
+        except Exception as exc:
+            raise RunFailed(f"{type(exc).__name__}: {exc}", epoch) from exc
+        row.update(
+            val_acc=val["acc"],
+            val_nll=val["nll"],
+            val_ece=val["ece"],
+            seconds=time.perf_counter() - tick,
+        )
+        history.record(row, p.model)
+        yield row
+
+
+def final_logits(p: Prepared, loaders: Loaders, history: History, t: Any) -> dict[str, np.ndarray]:
+    """Validation, test and OOD logits of the best-validation weights, computed in the plain
+    memory layout whatever the fast path, so that they equal what a plain model loaded from
+    ``best.pt`` gives (as ``calibench evaluate --shift`` and other tools load it)."""
+    p.model.load_state_dict(history.best_weights)
+    p.model.to(memory_format=torch.contiguous_format)
+    predict = partial(predict_logits, p.model, precision=t.precision)
+    logits = {
+        "val_logits": predict(loaders.val),
+        "val_labels": p.data.val.labels.numpy(),
+        "test_logits": predict(loaders.test),
+        "test_labels": p.data.test.labels.numpy(),
+    }
+    for name, loader in loaders.ood.items():
+        logits[f"ood_{name}_logits"] = predict(loader)
+    return logits
+
+
+def train(
+    claim: Claim,
+    p: Prepared,
+    store: Store,
+    progress: RunProgress | None = None,
+    on_epoch: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Train the claimed run (resuming from its checkpoint unless the claim is fresh), evaluate
+    the best-validation model, store everything and return the metrics. In a multi-process run
+    every rank calls this with the same claim; rank 0 alone writes and evaluates, and the
+    other ranks return an empty dict once training is done."""
+    started = time.perf_counter()
+    spec, run_dir, t = claim.spec, claim.dir, claim.spec.training
+    main = distributed.is_main()
+    warn = progress.warn if progress else (lambda message: None)
+    if claim.fresh and main:
+        for name in (*CHECKPOINTS, "log.csv"):
+            (run_dir / name).unlink(missing_ok=True)
+    distributed.barrier()
+    history = resume(p, run_dir, warn)
+    if history is None:
+        history = History()
+        if any((run_dir / name).exists() for name in CHECKPOINTS):
+            p = prepare(spec)
+    elif main:
+        save_torch(run_dir / "best.pt", history.best_weights)
+    loaders = make_loaders(p, t)
+    if main:
+        save_arrays(
+            run_dir / "split.npz",
+            train_indices=p.data.train_indices,
+            val_indices=p.data.val_indices,
+        )
+    if progress:
+        progress.start(spec, history.epoch + 1)
+    for row in run_epochs(p, loaders, history, t):
+        if main and history.best["epoch"] == row["epoch"]:
+            save_torch(run_dir / "best.pt", history.best_weights)
+        save_checkpoint(p, history, run_dir)
+        if main:
+            write_text(run_dir / "log.csv", _csv(history.log))
+        if on_epoch:
+            on_epoch(row["epoch"])
+        if progress:
+            progress.epoch(row)
+    if not main:
+        return {}
+
+    logits = final_logits(p, loaders, history, t)
+    save_arrays(run_dir / "logits.npz", **logits)
+    metrics = evaluate_logits(logits, t.temperature_fit, t.n_bins)
+    metrics.update(
+        run_id=spec.run_id,
+        best_epoch=history.best["epoch"],
+        best_val_acc=history.best["val_acc"],
+        train_seconds=time.perf_counter() - started,
+        device=str(p.device),
+        processes=distributed.world_size(),
+        fast_path=p.fast.describe(),
+    )
+    store.finish(claim, metrics)
+    if progress:
+        progress.finish(spec, metrics, time.perf_counter() - started)
+    return metrics
