@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from calibench.bench.reference import reference_loader
 from calibench.bench.steps import MemoryProbe, count_flops, peak_tflops_for
 from calibench.cli import main
-from calibench.data import DeviceLoader
+from calibench.data import DeviceLoader, LoaderConfig
 from calibench.data.base import Split
 from calibench.registry import DATASETS
 
@@ -34,7 +34,7 @@ def test_reference_batches_are_normalised_as_calibench_normalises(dataset):
     size = spec.image_size
     assert x.dtype == torch.float32 and x.shape == (8, spec.in_channels, size, size)
     assert y.dtype == torch.int64 and torch.equal(y, split.labels[:8])
-    ours = DeviceLoader(split, spec, 8, cpu)
+    ours = DeviceLoader(LoaderConfig(split, spec, 8, cpu))
     torch.testing.assert_close(x, ours.normalise(split.images[:8]), rtol=1e-5, atol=1e-5)
 
 

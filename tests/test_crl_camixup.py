@@ -18,7 +18,7 @@ from torch.testing import assert_close
 import calibench.training.loop
 from calibench import CalibenchError, Loss, Method, get_method, register_method
 from calibench.bench.steps import bench_methods
-from calibench.data import DeviceLoader, load_dataset
+from calibench.data import DeviceLoader, LoaderConfig, load_dataset
 from calibench.method import TrainingSetup
 from calibench.plugins import builtin_methods_dir, load_plugin_file
 from calibench.registry import DATASETS, METHODS
@@ -338,8 +338,9 @@ def test_loader_stream_is_the_same_with_and_without_indices() -> None:
     spec = DATASETS.get("digits")
     data = load_dataset("digits", "", False, 0)
     plain_gen, indexed_gen = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
-    plain = DeviceLoader(data.train, spec, 64, torch.device("cpu"), True, plain_gen)
-    indexed = DeviceLoader(data.train, spec, 64, torch.device("cpu"), True, indexed_gen)
+    cpu = torch.device("cpu")
+    plain = DeviceLoader(LoaderConfig(data.train, spec, 64, cpu, True, plain_gen))
+    indexed = DeviceLoader(LoaderConfig(data.train, spec, 64, cpu, True, indexed_gen))
     for _ in range(2):
         seen = []
         for (x, y), (xi, yi, idx) in zip(plain, indexed.indexed(), strict=True):
@@ -349,7 +350,7 @@ def test_loader_stream_is_the_same_with_and_without_indices() -> None:
         epoch = torch.cat(seen)
         assert len(epoch.unique()) == len(epoch) == len(data.train) // 64 * 64
     assert torch.equal(plain_gen.get_state(), indexed_gen.get_state())
-    val = DeviceLoader(data.val, spec, 50, torch.device("cpu"))
+    val = DeviceLoader(LoaderConfig(data.val, spec, 50, torch.device("cpu")))
     for x, _, idx in val.indexed():
         assert torch.equal(x, val.normalise(data.val.images[idx]))
 

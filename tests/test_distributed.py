@@ -26,7 +26,15 @@ from torch import nn
 
 from calibench import CalibenchError, get_method
 from calibench.cli import main as cli_main
-from calibench.data import DataRequest, DatasetSpec, DeviceLoader, Split, StreamLoader, load_dataset
+from calibench.data import (
+    DataRequest,
+    DatasetSpec,
+    DeviceLoader,
+    LoaderConfig,
+    Split,
+    StreamLoader,
+    load_dataset,
+)
 from calibench.data.imagenet import imagenet_dataset, load_imagenet
 from calibench.data.stream import eval_view, random_resized_crop_box, train_view
 from calibench.evaluation.predict import predict_logits
@@ -197,7 +205,9 @@ def single_thread_evaluation(run_dir: Path, spec: RunSpec, data, loader_cls) -> 
     try:
         batch, device = spec.training.eval_batch_size, torch.device("cpu")
         logits = {
-            f"{name}_logits": predict_logits(model, loader_cls(split, dataset, batch, device))
+            f"{name}_logits": predict_logits(
+                model, loader_cls(LoaderConfig(split, dataset, batch, device))
+            )
             for name, split in (("val", data.val), ("test", data.test))
         }
     finally:
@@ -236,9 +246,11 @@ def test_sharded_device_loader_batches_are_the_single_process_batches():
     )
     spec = DatasetSpec("toy", 20, 3, 6, (0.5,) * 3, (0.25,) * 3, lambda r: None, 2, True)
     cpu = torch.device("cpu")
-    whole = DeviceLoader(split, spec, 8, cpu, True, torch.Generator().manual_seed(1))
+    whole = DeviceLoader(LoaderConfig(split, spec, 8, cpu, True, torch.Generator().manual_seed(1)))
     shards = [
-        DeviceLoader(split, spec, 8, cpu, True, torch.Generator().manual_seed(1), r, 2)
+        DeviceLoader(
+            LoaderConfig(split, spec, 8, cpu, True, torch.Generator().manual_seed(1), r, 2)
+        )
         for r in range(2)
     ]
     for _ in range(2):
@@ -332,16 +344,18 @@ def test_stream_loader_batches_do_not_depend_on_shards_workers_or_decoding_place
 
     def epoch(rank=0, world=1, workers=0, on_device=False, train=True):
         loader = StreamLoader(
-            data.train,
-            spec,
-            4,
-            cpu,
-            train,
-            torch.Generator().manual_seed(2),
-            rank,
-            world,
-            workers,
-            on_device,
+            LoaderConfig(
+                data.train,
+                spec,
+                4,
+                cpu,
+                train,
+                torch.Generator().manual_seed(2),
+                rank,
+                world,
+                workers,
+                on_device,
+            )
         )
         return list(loader)
 

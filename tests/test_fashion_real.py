@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import tiny_spec
 
-from calibench.data import DeviceLoader, Split
+from calibench.data import DeviceLoader, LoaderConfig, Split
 from calibench.evaluation.metrics import accuracy
 from calibench.evaluation.predict import predict_logits
 from calibench.training.loop import prepare, train_one_epoch
@@ -29,10 +29,10 @@ def test_small_net_learns_real_fashion_mnist(tmp_path, monkeypatch):
     p = prepare(spec)
     assert len(p.data.train) == 55_000 and len(p.data.test) == 10_000
     subset = Split(p.data.train.images[:10000], p.data.train.labels[:10000])
-    loader = DeviceLoader(subset, p.dataset, 64, p.device, True, p.generator)
+    loader = DeviceLoader(LoaderConfig(subset, p.dataset, 64, p.device, True, p.generator))
     terms = train_one_epoch(p, loader, spec.training)
     assert terms["loss"] < 2.0
-    test = DeviceLoader(p.data.test, p.dataset, 1000, p.device)
+    test = DeviceLoader(LoaderConfig(p.data.test, p.dataset, 1000, p.device))
     acc = accuracy(predict_logits(p.model, test), p.data.test.labels.numpy())
     assert acc > 0.6, f"accuracy {acc:.3f} after one short epoch; chance is 0.1"
     assert torch.isfinite(torch.tensor(terms["loss"]))

@@ -11,7 +11,7 @@ import torch
 from conftest import tiny_spec
 
 from calibench.cli import main
-from calibench.data import DeviceLoader
+from calibench.data import DeviceLoader, LoaderConfig
 from calibench.errors import CalibenchError
 from calibench.evaluation.predict import predict_logits
 from calibench.settings import build_settings
@@ -74,9 +74,10 @@ def _train_steps(method: str, **switches) -> tuple[list[torch.Tensor], torch.Ten
     p = prepare(spec)
     assert hasattr(p.net, "_orig_mod") == switches.get("compile", False)  # torch.compile's
     assert isinstance(p.net, ChannelsLastInput) == switches.get("channels_last", False)
-    loader = DeviceLoader(p.data.train, p.dataset, 64, p.device, True, p.generator)
+    config = LoaderConfig(p.data.train, p.dataset, 64, p.device, True, p.generator)
+    loader = DeviceLoader(config)
     train_one_epoch(p, loader, spec.training)
-    val = DeviceLoader(p.data.val, p.dataset, 256, p.device)
+    val = DeviceLoader(LoaderConfig(p.data.val, p.dataset, 256, p.device))
     state = [t.detach().clone() for t in p.model.state_dict().values()]
     return state, torch.from_numpy(predict_logits(p.model, val))
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import StopAfter, tiny_spec
 
-from calibench.data import DeviceLoader, load_dataset
+from calibench.data import DeviceLoader, LoaderConfig, load_dataset
 from calibench.data.loader import random_crop, random_hflip
 from calibench.registry import DATASETS
 from calibench.store.files import write_json
@@ -107,7 +107,7 @@ def test_digits_split_is_fixed_and_disjoint():
 def test_loader_normalises_and_covers_the_split():
     spec = DATASETS.get("digits")
     data = load_dataset("digits", "", False, 0)
-    loader = DeviceLoader(data.val, spec, 50, torch.device("cpu"))
+    loader = DeviceLoader(LoaderConfig(data.val, spec, 50, torch.device("cpu")))
     xs, ys = zip(*loader, strict=True)
     x = torch.cat(xs)
     assert x.shape == (216, 1, 8, 8) and torch.equal(torch.cat(ys), data.val.labels)
@@ -121,7 +121,14 @@ def test_train_loader_drops_last_and_shuffles_reproducibly():
     batches = [
         list(
             DeviceLoader(
-                data.train, spec, 64, torch.device("cpu"), True, torch.Generator().manual_seed(s)
+                LoaderConfig(
+                    data.train,
+                    spec,
+                    64,
+                    torch.device("cpu"),
+                    True,
+                    torch.Generator().manual_seed(s),
+                )
             )
         )
         for s in (0, 0, 1)

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from calibench.data import DeviceLoader, load_dataset
+from calibench.data import DeviceLoader, LoaderConfig, load_dataset
 from calibench.data.base import Split
 from calibench.errors import CalibenchError
 from calibench.method import Method, TrainingSetup, get_method, training_loss
@@ -455,7 +455,7 @@ def compare_with_reference(
     else:
         peaks = {"calibench": None, "reference": None}
     device_loader = DeviceLoader(
-        split, spec, batch_size, device, True, torch.Generator().manual_seed(seed)
+        LoaderConfig(split, spec, batch_size, device, True, torch.Generator().manual_seed(seed))
     )
     ref_loader = reference_loader(split, spec, batch_size, device, workers, seed)
     paths = _Paths(

@@ -1,7 +1,9 @@
-"""What every dataset family provides: a spec to register and the in-memory splits it loads."""
+"""What every dataset family provides: a spec to register and the splits it loads, held in
+memory (:class:`Split`) or listed as files to stream (:class:`FileSplit`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from calibench.data.stream import StreamTransform
 from calibench.registry import DATASETS
 
 
@@ -48,6 +49,60 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def subset(self, indices: np.ndarray) -> Split:
+        """The split restricted to ``indices`` (in that order)."""
+        index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return Split(self.images[index], self.labels[index])
+
+
+@dataclass(frozen=True)
+class StreamTransform:
+    """How a streamed dataset's images become model inputs (sizes in pixels; definitions in
+    :mod:`calibench.data.stream` and docs/imagenet.md, "Data")."""
+
+    crop_size: int = 224
+    resize_size: int = 256
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+
+@dataclass
+class FileSplit:
+    """One streamed split: image files under ``folder`` (names relative to it, stored as a bytes
+    array so that forked workers share it without copying) and int64 labels (N,)."""
+
+    folder: Path
+    files: np.ndarray
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        self.files = np.asarray(self.files, dtype=np.bytes_)
+        self.labels = torch.as_tensor(self.labels, dtype=torch.int64)
+        if self.files.ndim != 1 or len(self.files) != len(self.labels):
+            raise ValueError("files must be (N,) and match the labels")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def path(self, index: int) -> str:
+        return os.path.join(self.folder, self.files[index].decode())
+
+    def subset(self, indices: np.ndarray) -> FileSplit:
+        """The split restricted to ``indices`` (in that order)."""
+        return FileSplit(self.folder, self.files[indices], self.labels[torch.as_tensor(indices)])
+
+
+AnySplit = Split | FileSplit
+"""A split of either kind: both have ``labels``, ``len()`` and ``subset()``."""
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-channel mean and standard deviation in [0, 1] units."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
 
 @dataclass
 class ImageData:
@@ -63,6 +118,18 @@ class ImageData:
     train_indices: np.ndarray
     val_indices: np.ndarray
     class_names: list[str] = field(default_factory=list)
+    normalisation: Normalisation | None = None
+    """Statistics computed from this training split, for datasets whose spec states none
+    (datasets declared in the settings); None: the spec's ``mean``/``std`` apply."""
+
+    def split_record(self) -> dict[str, np.ndarray]:
+        """What a run stores in ``split.npz``: the split indices and, when this data computed
+        its own normalisation, its ``mean`` and ``std`` (what every evaluation of the run uses)."""
+        record = {"train_indices": self.train_indices, "val_indices": self.val_indices}
+        if self.normalisation is not None:
+            record["mean"] = np.asarray(self.normalisation.mean, dtype=np.float64)
+            record["std"] = np.asarray(self.normalisation.std, dtype=np.float64)
+        return record
 
 
 @dataclass(frozen=True)
@@ -73,7 +140,7 @@ class DatasetSpec:
     validation and test. ``crop_padding`` > 0 turns on random-crop augmentation with that padding;
     ``hflip`` turns on random horizontal flips (training batches only). ``stream`` marks a
     dataset read from files batch by batch (its loader returns
-    :class:`~calibench.data.stream.FileSplit` splits) instead of held on the device.
+    :class:`FileSplit` splits) instead of held on the device.
     """
 
     name: str
@@ -92,6 +159,15 @@ class DatasetSpec:
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     """Add a dataset spec to the registry under ``spec.name``."""
     return DATASETS.add(spec.name, spec, source=f"{spec.load.__module__}.{spec.load.__qualname__}")
+
+
+def spec_for(name: str, data: ImageData) -> DatasetSpec:
+    """The registered spec of dataset ``name`` as ``data`` is normalised: with the statistics
+    ``data`` computed from its training split, when it did (see :class:`ImageData`)."""
+    spec = DATASETS.get(name)
+    if data.normalisation is None:
+        return spec
+    return dataclasses.replace(spec, mean=data.normalisation.mean, std=data.normalisation.std)
 
 
 def random_split_indices(n: int, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

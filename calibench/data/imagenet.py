@@ -27,12 +27,13 @@ import numpy as np
 from calibench.data.base import (
     DataRequest,
     DatasetSpec,
+    FileSplit,
     ImageData,
+    StreamTransform,
     register_dataset,
     stratified_split_indices,
 )
 from calibench.data.files import READ_ERRORS, holdout_per_class, missing_dataset_error
-from calibench.data.stream import FileSplit, StreamTransform
 from calibench.errors import CalibenchError
 
 FOLDER = "imagenet"

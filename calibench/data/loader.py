@@ -1,4 +1,6 @@
-"""A device-resident batch loader in the spirit of airbench.
+"""What every batch loader is (:class:`Loader`, built from one :class:`LoaderConfig`), and the
+device-resident one, in the spirit of airbench (:class:`DeviceLoader`); the streamed one is
+:class:`~calibench.data.stream.StreamLoader`, and :func:`calibench.data.make_loader` picks.
 
 The whole split lives on the training device as uint8; each batch is augmented (zero padding is
 black, as in torchvision's RandomCrop) and then normalised, with batched tensor ops (random crop
@@ -14,12 +16,51 @@ for image, the single-process batch, and the generators of all processes stay eq
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from calibench.data.base import DatasetSpec, Split
+from calibench.data.base import AnySplit, DatasetSpec
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """Everything a loader is built from.
+
+    ``batch_size`` is the global batch; with ``world_size`` > 1 each process (``rank``) gets its
+    ``batch_size / world_size`` share of every training batch. ``train`` shuffles, augments and
+    drops the last partial batch, drawing from ``generator``. ``workers`` (data-loading
+    processes; None: :func:`~calibench.data.stream.default_workers`) and ``decode_on_device``
+    (None: on a CUDA device) concern streamed datasets only."""
+
+    split: AnySplit
+    dataset: DatasetSpec
+    batch_size: int
+    device: torch.device
+    train: bool = False
+    generator: torch.Generator | None = None
+    rank: int = 0
+    world_size: int = 1
+    workers: int | None = None
+    decode_on_device: bool | None = None
+
+
+class Loader(Protocol):
+    """Normalised (and, for training, augmented) batches of one split on the training device;
+    the trainer, evaluation and diagnostics see nothing else of the data."""
+
+    device: torch.device
+    batch_size: int
+    labels: torch.Tensor
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+    def indexed(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]: ...
+    def normalise(self, images: torch.Tensor) -> torch.Tensor: ...
+    def gather(self, indices: Sequence[int]) -> torch.Tensor: ...
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -55,34 +96,32 @@ def batch_count(n: int, batch_size: int, train: bool) -> int:
 
 
 class DeviceLoader:
-    """Iterate over normalised (and, for training, augmented) batches of one split."""
+    """Iterate over normalised (and, for training, augmented) batches of one in-memory split."""
 
-    def __init__(
-        self,
-        split: Split,
-        spec: DatasetSpec,
-        batch_size: int,
-        device: torch.device,
-        train: bool = False,
-        generator: torch.Generator | None = None,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.images = split.images.to(device)
-        self.labels = split.labels.to(device)
+    def __init__(self, config: LoaderConfig) -> None:
+        device = config.device
+        self.images = config.split.images.to(device)
+        self.labels = config.split.labels.to(device)
         self.device = device
-        self.batch_size = batch_size
-        self.rank, self.world_size = rank, world_size
-        self.train = train
-        self.spec = spec
+        self.batch_size = config.batch_size
+        self.rank, self.world_size = config.rank, config.world_size
+        self.train = config.train
+        self.spec = config.dataset
+        generator = config.generator
         self.generator = generator if generator is not None else torch.Generator()
-        self.mean, self.std = pixel_statistics(spec, device)
+        self.mean, self.std = pixel_statistics(config.dataset, device)
 
     def __len__(self) -> int:
         return batch_count(len(self.labels), self.batch_size, self.train)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images as the model sees them: (x - mean) / std per channel, in float32."""
         return (images.float() - self.mean) / self.std
+
+    def gather(self, indices: Sequence[int]) -> torch.Tensor:
+        """The normalised, unaugmented images at ``indices`` of the split, as one tensor."""
+        index = torch.as_tensor(list(indices), dtype=torch.int64, device=self.images.device)
+        return self.normalise(self.images[index])
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y, _ in self.indexed():

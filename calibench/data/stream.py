@@ -2,8 +2,9 @@
 
 A dataset declares that it is streamed by giving its :class:`~calibench.data.DatasetSpec` a
 :class:`StreamTransform` (``stream=``) and returning :class:`FileSplit` splits (file names and
-labels) from its loader; :func:`make_loader` then builds a :class:`StreamLoader` for it, and a
-device-resident :class:`~calibench.data.loader.DeviceLoader` for every other dataset. Both yield
+labels) from its loader; :func:`calibench.data.make_loader` then builds a :class:`StreamLoader`
+for it, and a device-resident :class:`~calibench.data.loader.DeviceLoader` for every other
+dataset. Both yield
 normalised float batches and labels on the training device, so the trainer cannot tell them
 apart. The definitions below are written out in docs/imagenet.md, "Data".
 
@@ -25,17 +26,12 @@ import math
 import os
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from calibench.data.base import DatasetSpec
-    from calibench.data.loader import DeviceLoader
+from calibench.data.base import FileSplit, StreamTransform
+from calibench.data.loader import LoaderConfig, batch_count, pixel_statistics
 
 SEED_LIMIT = 2**62
 """Per-image augmentation seeds are drawn uniformly from [0, SEED_LIMIT)."""
@@ -45,43 +41,6 @@ CROP_ATTEMPTS = 10
 
 WORKERS_ENV = "CALIBENCH_WORKERS"
 """Environment variable that sets the data-loading worker processes per training process."""
-
-
-@dataclass(frozen=True)
-class StreamTransform:
-    """How a streamed dataset's images become model inputs (sizes in pixels; see the module
-    docstring for the definitions)."""
-
-    crop_size: int = 224
-    resize_size: int = 256
-    scale: tuple[float, float] = (0.08, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-
-
-@dataclass
-class FileSplit:
-    """One streamed split: image files under ``folder`` (names relative to it, stored as a bytes
-    array so that forked workers share it without copying) and int64 labels (N,)."""
-
-    folder: Path
-    files: np.ndarray
-    labels: torch.Tensor
-
-    def __post_init__(self) -> None:
-        self.files = np.asarray(self.files, dtype=np.bytes_)
-        self.labels = torch.as_tensor(self.labels, dtype=torch.int64)
-        if self.files.ndim != 1 or len(self.files) != len(self.labels):
-            raise ValueError("files must be (N,) and match the labels")
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def path(self, index: int) -> str:
-        return os.path.join(self.folder, self.files[index].decode())
-
-    def subset(self, indices: np.ndarray) -> FileSplit:
-        """The split restricted to ``indices`` (in that order)."""
-        return FileSplit(self.folder, self.files[indices], self.labels[torch.as_tensor(indices)])
 
 
 def random_resized_crop_box(
@@ -252,42 +211,35 @@ class StreamLoader:
     this process takes positions ``rank, rank + world_size, ...``. Evaluation: every image in
     order, in batches of ``batch_size``, the last one partial."""
 
-    def __init__(
-        self,
-        split: FileSplit,
-        spec: DatasetSpec,
-        batch_size: int,
-        device: torch.device,
-        train: bool = False,
-        generator: torch.Generator | None = None,
-        rank: int = 0,
-        world_size: int = 1,
-        workers: int | None = None,
-        decode_on_device: bool | None = None,
-    ) -> None:
+    def __init__(self, config: LoaderConfig) -> None:
+        spec, device = config.dataset, config.device
         if spec.stream is None:
             raise ValueError(f"dataset {spec.name} is not a streamed dataset")
-        self.split, self.spec, self.transform = split, spec, spec.stream
-        self.labels = split.labels
-        self.batch_size, self.device, self.train = batch_size, device, train
+        self.split, self.spec, self.transform = config.split, spec, spec.stream
+        self.labels = config.split.labels
+        self.batch_size, self.device, self.train = config.batch_size, device, config.train
+        generator = config.generator
         self.generator = generator if generator is not None else torch.Generator()
-        self.rank, self.world_size = rank, world_size
-        self.workers = default_workers() if workers is None else workers
-        self.decode_on_device = (
-            device.type == "cuda" if decode_on_device is None else decode_on_device
-        )
-        from calibench.data.loader import pixel_statistics
-
+        self.rank, self.world_size = config.rank, config.world_size
+        self.workers = default_workers() if config.workers is None else config.workers
+        on_device = config.decode_on_device
+        self.decode_on_device = device.type == "cuda" if on_device is None else on_device
         self.mean, self.std = pixel_statistics(spec, device)
         import torchvision.io  # noqa: F401  (imported once here, not in every forked worker)
 
     def __len__(self) -> int:
-        from calibench.data.loader import batch_count
-
         return batch_count(len(self.split), self.batch_size, self.train)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images as the model sees them: (x - mean) / std per channel, in float32."""
         return (images.float() - self.mean) / self.std
+
+    def gather(self, indices: Sequence[int]) -> torch.Tensor:
+        """The normalised evaluation views of the split's images at ``indices``, as one tensor
+        (decoded on the CPU in this process)."""
+        images = FileImages(self.split, self.transform, False, self.spec.hflip, True)
+        views = [images[(int(i), 0)] for i in indices]
+        return self.normalise(torch.stack(views).to(self.device))
 
     def epoch_batches(self) -> list[list[tuple[int, int]]]:
         """This process's batches of the next epoch as lists of (image index, seed); a
@@ -339,23 +291,3 @@ class StreamLoader:
         return torch.stack(
             [dataset.view(image, seed) for image, (_, seed) in zip(images, batch, strict=True)]
         )
-
-
-def make_loader(
-    split: Any,
-    spec: DatasetSpec,
-    batch_size: int,
-    device: torch.device,
-    train: bool = False,
-    generator: torch.Generator | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-) -> DeviceLoader | StreamLoader:
-    """The loader a dataset asks for: a :class:`StreamLoader` when its spec has ``stream``
-    set, else a :class:`DeviceLoader`. ``batch_size`` is the global batch; with
-    ``world_size`` > 1 each process gets its ``batch_size / world_size`` share of every
-    training batch."""
-    from calibench.data.loader import DeviceLoader
-
-    cls = StreamLoader if spec.stream is not None else DeviceLoader
-    return cls(split, spec, batch_size, device, train, generator, rank, world_size)

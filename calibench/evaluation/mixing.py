@@ -135,9 +135,8 @@ def mixing_diagnostic(
 ) -> MixingResult:
     """The mixing diagnostic of a stored run on at most ``max_samples`` of its test images (a
     seeded random subset) and ``n_lambdas`` equally spaced l in [0, 1]."""
-    from calibench.data import DeviceLoader, Split, load_dataset
+    from calibench.data import LoaderConfig, load_dataset, make_loader, spec_for
     from calibench.device import resolve_device
-    from calibench.registry import DATASETS
 
     if max_samples < 2 or n_lambdas < 2:
         raise CalibenchError("the mixing diagnostic needs at least 2 samples and 2 lambdas.")
@@ -147,14 +146,12 @@ def mixing_diagnostic(
     test = data.test
     rng = np.random.default_rng(seed)
     subset = np.sort(rng.permutation(len(test))[:max_samples])
-    index = torch.as_tensor(subset)
-    split = Split(test.images[index], test.labels[index])
-    loader = DeviceLoader(split, DATASETS.get(spec.dataset), BATCH_SIZE, torch_device)
-    images = loader.normalise(loader.images)
+    dataset = spec_for(spec.dataset, data)
+    loader = make_loader(LoaderConfig(test, dataset, BATCH_SIZE, torch_device))
     return mixing_curve(
         model,
-        images,
-        split.labels.numpy(),
+        loader.gather(subset),
+        test.labels[torch.as_tensor(subset)].numpy(),
         np.linspace(0.0, 1.0, n_lambdas),
         seed=seed + 1,
         batch_size=spec.training.eval_batch_size,

@@ -8,14 +8,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from calibench.data import DeviceLoader, StreamLoader
+from calibench.data import Loader
 from calibench.device import autocast
 
 
 @torch.inference_mode()
-def predict_logits(
-    model: nn.Module, loader: DeviceLoader | StreamLoader, precision: str = "fp32"
-) -> np.ndarray:
+def predict_logits(model: nn.Module, loader: Loader, precision: str = "fp32") -> np.ndarray:
     """Eval-mode logits of every sample of ``loader``, in order, as float32, under inference
     mode (no autograd records) and in batches of ``eval_batch_size``."""
     model.eval()

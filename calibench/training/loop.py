@@ -31,11 +31,12 @@ from torch import nn
 
 from calibench.data import (
     DatasetSpec,
-    DeviceLoader,
     ImageData,
-    StreamLoader,
+    Loader,
+    LoaderConfig,
     load_dataset,
     make_loader,
+    spec_for,
 )
 from calibench.device import autocast, resolve_device
 from calibench.errors import CalibenchError
@@ -44,7 +45,6 @@ from calibench.evaluation.predict import predict_logits
 from calibench.evaluation.record import evaluate_logits
 from calibench.method import Loss, Method, TrainingSetup, get_method, training_loss
 from calibench.models import build_backbone
-from calibench.registry import DATASETS
 from calibench.spec import RunSpec, Training
 from calibench.store.files import save_arrays, save_torch, write_text
 from calibench.store.index import Claim, Store
@@ -103,9 +103,9 @@ def prepare(spec: RunSpec) -> Prepared:
     device = distributed.local_device(resolve_device(spec.device))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    dataset = DATASETS.get(spec.dataset)
     t = spec.training
     data = load_dataset(spec.dataset, spec.data_root, spec.download, t.split_seed)
+    dataset = spec_for(spec.dataset, data)
     if len(data.train) < t.batch_size:
         raise CalibenchError(
             f"batch_size {t.batch_size} is larger than {spec.dataset}'s training split "
@@ -172,9 +172,7 @@ class MixedPrecisionForward(nn.Module):
             return self.model(x).float()
 
 
-def train_one_epoch(
-    p: Prepared, loader: DeviceLoader | StreamLoader, t: Training
-) -> dict[str, float]:
+def train_one_epoch(p: Prepared, loader: Loader, t: Training) -> dict[str, float]:
     """One pass over the training data with ``t``'s gradient clipping and precision and
     ``p.fast``'s fast path; returns the epoch means of the loss and its terms (averaged over
     the ranks of a multi-process run). The running loss is checked every
@@ -327,23 +325,25 @@ def save_checkpoint(p: Prepared, history: History, run_dir: Path) -> None:
 
 @dataclass
 class Loaders:
-    train: DeviceLoader | StreamLoader
-    val: DeviceLoader | StreamLoader
-    test: DeviceLoader | StreamLoader
-    ood: dict[str, DeviceLoader | StreamLoader]
+    train: Loader
+    val: Loader
+    test: Loader
+    ood: dict[str, Loader]
 
 
 def make_loaders(p: Prepared, t: Any) -> Loaders:
     """Each split's loader (device-resident or streamed, as its dataset asks); the training
     loader yields this rank's shard of every global batch, the others every sample."""
 
-    def evaluation(split: Any) -> DeviceLoader | StreamLoader:
-        return make_loader(split, p.dataset, t.eval_batch_size, p.device)
+    def evaluation(split: Any) -> Loader:
+        return make_loader(LoaderConfig(split, p.dataset, t.eval_batch_size, p.device))
 
     rank, world = distributed.rank(), distributed.world_size()
     return Loaders(
         train=make_loader(
-            p.data.train, p.dataset, t.batch_size, p.device, True, p.generator, rank, world
+            LoaderConfig(
+                p.data.train, p.dataset, t.batch_size, p.device, True, p.generator, rank, world
+            )
         ),
         val=evaluation(p.data.val),
         test=evaluation(p.data.test),
@@ -352,7 +352,7 @@ def make_loaders(p: Prepared, t: Any) -> Loaders:
 
 
 def validate(
-    p: Prepared, loader: DeviceLoader | StreamLoader, labels: np.ndarray, t: Any
+    p: Prepared, loader: Loader, labels: np.ndarray, t: Any
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Calibration metrics and logits of the current weights on the validation split: rank 0
     evaluates the whole split alone and every rank receives both (the logits feed a method's
@@ -443,11 +443,7 @@ def train(
         save_torch(run_dir / "best.pt", history.best_weights)
     loaders = make_loaders(p, t)
     if main:
-        save_arrays(
-            run_dir / "split.npz",
-            train_indices=p.data.train_indices,
-            val_indices=p.data.val_indices,
-        )
+        save_arrays(run_dir / "split.npz", **p.data.split_record())
     if progress:
         progress.start(spec, history.epoch + 1)
     for row in run_epochs(p, loaders, history, t):
