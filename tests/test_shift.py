@@ -221,12 +221,12 @@ def test_tiny_imagenet_c_unreadable_jpeg_names_the_file_and_record(tiny_c) -> No
 
 
 def test_shift_names_and_set_names() -> None:
-    assert SHIFTS == ("cifar10-c", "cifar100-c", "tiny_imagenet-c", "corrupt")
+    assert SHIFTS == ("cifar10-c", "cifar100-c", "tiny_imagenet-c", "imagenet-c", "corrupt")
     assert SEVERITIES == (1, 2, 3, 4, 5)
     assert shift_set_name("cifar10-c", "cifar10") == "cifar10-c"
     assert shift_set_name("corrupt", "fashion_mnist") == "fashion_mnist-c-calibench"
-    with pytest.raises(CalibenchError, match="unknown shift 'imagenet-c'. Valid shifts: cifar10-c"):
-        check_shift("imagenet-c", "cifar10")
+    with pytest.raises(CalibenchError, match="unknown shift 'imagenet-v2'. Valid shifts: cifar10-c"):
+        check_shift("imagenet-v2", "cifar10")
 
 
 @pytest.mark.parametrize(
@@ -240,9 +240,11 @@ def test_official_set_refuses_another_dataset(dataset: str, described: str) -> N
     assert "--shift corrupt" in message and "cifar10" in message
 
 
-def test_generated_shift_fits_any_registered_dataset() -> None:
+def test_generated_shift_fits_any_in_memory_dataset() -> None:
     for dataset in ("digits", "mnist", "fashion_mnist", "svhn", "cifar10", "tiny_imagenet"):
         check_shift("corrupt", dataset)
+    with pytest.raises(CalibenchError, match="streamed from files. Use .*--shift imagenet-c"):
+        check_shift("corrupt", "imagenet")
     with pytest.raises(CalibenchError, match="unknown dataset 'no_such_set'"):
         check_shift("corrupt", "no_such_set")
     assert "saturate" not in shift_corruptions("corrupt", "fashion_mnist", Path("unused"))

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from calibench.data import DeviceLoader, default_data_root, load_dataset
+from calibench.data import LoaderConfig, default_data_root, load_dataset, make_loader, spec_for
 from calibench.errors import CalibenchError
 from calibench.evaluation.predict import predict_logits
 from calibench.models import build_backbone
 from calibench.registry import DATASETS
-from calibench.shift import shift_set_name, shifted_test_sets
+from calibench.shift import shift_dataset, shift_set_name, shifted_test_sets
 from calibench.spec import RunSpec
 from calibench.store.files import save_arrays
 
@@ -64,12 +64,12 @@ def evaluate_shift(
     t = spec.training
     data = load_dataset(spec.dataset, data_root, False, t.split_seed)
     model = load_selected_model(spec, run_dir, device)
-    dataset = DATASETS.get(spec.dataset)
+    dataset = shift_dataset(shift, spec_for(spec.dataset, data))
     arrays: dict[str, np.ndarray] = {}
     for corruption, severity, split in shifted_test_sets(
         shift, spec.dataset, data.test, root, SHIFT_SEED, corruptions
     ):
-        loader = DeviceLoader(split, dataset, t.eval_batch_size, device)
+        loader = make_loader(LoaderConfig(split, dataset, t.eval_batch_size, device))
         arrays[f"{corruption}/{severity}/logits"] = predict_logits(model, loader, t.precision)
         arrays[f"{corruption}/{severity}/labels"] = split.labels.numpy()
     path = shift_file(run_dir, shift_set_name(shift, spec.dataset))

@@ -7,10 +7,13 @@ Layouts (docs/shift.md), under the data root:
   (n = 10,000 for the real files); read through memory maps, one severity at a time.
 - ``Tiny-ImageNet-C/<corruption>/<severity>/<wnid>/*.JPEG`` (64x64); the class of a wnid is its
   line in Tiny-ImageNet's ``tiny-imagenet-200/wnids.txt``, as for the clean set.
+- ``ImageNet-C/<corruption>/<severity>/<wnid>/*.JPEG`` (224x224), streamed: see
+  :mod:`calibench.shift.imagenet_c`.
 
-The 15 standard corruptions are required; CIFAR's 4 extra ones are read when present. Files
-are never downloaded: every error says where to put which files and which Zenodo record holds
-them.
+The 15 standard corruptions are required, unless the corruptions to evaluate are named
+(``--corruptions``): then only those must be there. CIFAR's 4 extra ones are read when present.
+Files are never downloaded: every error says where to put which files and which Zenodo record
+holds them.
 """
 
 from __future__ import annotations
@@ -60,13 +63,20 @@ class OfficialSet:
     record: str
     image_shape: tuple[int, int, int]
     num_classes: int
+    unpack_inside: bool = False
+    """The archives unpack into the set's folder (one archive per corruption family)."""
 
     def how_to_get(self, root: Path) -> str:
         """Where the files come from and where they go."""
+        where = (
+            f"unpack them into {Path(root) / self.folder}/ so that every <corruption>/ folder "
+            "lies directly in it"
+            if self.unpack_inside
+            else f"unpack it into {root}, which creates {self.folder}/"
+        )
         return (
             f"download {self.archive} from the official Zenodo record {self.record} (Hendrycks "
-            f"and Dietterich, ICLR 2019) and unpack it into {root}, which creates {self.folder}/ "
-            "(calibench never downloads it)"
+            f"and Dietterich, ICLR 2019) and {where} (calibench never downloads it)"
         )
 
 
@@ -99,6 +109,16 @@ OFFICIAL_SETS = {
             "https://zenodo.org/records/2536630",
             (3, 64, 64),
             200,
+        ),
+        OfficialSet(
+            "imagenet-c",
+            "imagenet",
+            "ImageNet-C",
+            "noise.tar, blur.tar, weather.tar and digital.tar (extra.tar for the 4 extra ones)",
+            "https://zenodo.org/records/2235448",
+            (3, 224, 224),
+            1000,
+            unpack_inside=True,
         ),
     )
 }
@@ -138,16 +158,27 @@ def mismatch_error(official: OfficialSet, where: Path, why: str, root: Path) -> 
 # ----------------------------------------------------------------------------------- CIFAR-C
 
 
-def cifar_c_corruptions(official: OfficialSet, root: Path) -> tuple[str, ...]:
-    """The corruptions a CIFAR-C folder provides: the 15 standard ones, then the extra ones found.
+def selected(only: Sequence[str] | None, known: Sequence[str]) -> tuple[str, ...] | None:
+    """The corruptions of ``only`` in the order of ``known`` (None when ``only`` is None)."""
+    return None if only is None else tuple(c for c in known if c in only)
 
-    Raises the missing-files error unless ``labels.npy`` and all standard files are present.
+
+def cifar_c_corruptions(
+    official: OfficialSet, root: Path, only: Sequence[str] | None = None
+) -> tuple[str, ...]:
+    """The corruptions to read from a CIFAR-C folder: ``only`` (each of them required), else the
+    15 standard ones (required) and then the extra ones found.
+
+    Raises the missing-files error unless ``labels.npy`` and every required file are present.
     """
     folder = Path(root) / official.folder
-    required = ["labels.npy", *(f"{c}.npy" for c in STANDARD_CORRUPTIONS)]
+    chosen = selected(only, STANDARD_CORRUPTIONS + EXTRA_CORRUPTIONS)
+    required = ["labels.npy", *(f"{c}.npy" for c in chosen or STANDARD_CORRUPTIONS)]
     missing = [name for name in required if not (folder / name).is_file()]
     if missing:
         raise missing_error(official, folder, missing, root)
+    if chosen is not None:
+        return chosen
     extra = tuple(c for c in EXTRA_CORRUPTIONS if (folder / f"{c}.npy").is_file())
     return STANDARD_CORRUPTIONS + extra
 
@@ -181,12 +212,12 @@ def open_cifar_c(official: OfficialSet, root: Path, corruption: str, rows: int) 
 
 
 def cifar_c_test_sets(
-    official: OfficialSet, root: Path, clean_test: Split
+    official: OfficialSet, root: Path, clean_test: Split, only: Sequence[str] | None = None
 ) -> Iterator[tuple[str, int, Split]]:
     """Check a CIFAR-C folder against the clean test set, then yield (corruption, severity,
-    split) one at a time, corruptions in file order, severities 1..5."""
+    split) one at a time, corruptions in file order (those of ``only``), severities 1..5."""
     root = Path(root)
-    corruptions = cifar_c_corruptions(official, root)
+    corruptions = cifar_c_corruptions(official, root, only)
     labels = read_cifar_c_labels(official, root)
     n = len(labels) // len(SEVERITIES)
     check_shape(official, root / official.folder, root, clean_test)
@@ -225,16 +256,15 @@ def _load_npy(official: OfficialSet, path: Path, root: Path, mmap: bool) -> np.n
 # ---------------------------------------------------------------------------- Tiny-ImageNet-C
 
 
-def tiny_imagenet_c_wnids(official: OfficialSet, root: Path) -> list[str]:
-    """Tiny-ImageNet's wnids (class order), after checking every standard corruption has all
+def tiny_imagenet_c_wnids(
+    official: OfficialSet, root: Path, corruptions: Sequence[str] = STANDARD_CORRUPTIONS
+) -> list[str]:
+    """Tiny-ImageNet's wnids (class order), after checking each of ``corruptions`` has all
     five severity folders, each with one folder per wnid."""
     root = Path(root)
     folder = root / official.folder
     missing = [
-        f"{c}/{s}/"
-        for c in STANDARD_CORRUPTIONS
-        for s in SEVERITIES
-        if not (folder / c / str(s)).is_dir()
+        f"{c}/{s}/" for c in corruptions for s in SEVERITIES if not (folder / c / str(s)).is_dir()
     ]
     if missing:
         raise missing_error(official, folder, missing, root)
@@ -249,7 +279,7 @@ def tiny_imagenet_c_wnids(official: OfficialSet, root: Path) -> list[str]:
             "with --download to fetch the clean Tiny-ImageNet."
         )
     wnids = tiny_imagenet.read_wnids(wnids_path, clean_how)
-    for c in STANDARD_CORRUPTIONS:
+    for c in corruptions:
         for s in SEVERITIES:
             where = folder / c / str(s)
             found = {p.name for p in where.iterdir() if p.is_dir()}
@@ -264,18 +294,24 @@ def tiny_imagenet_c_wnids(official: OfficialSet, root: Path) -> list[str]:
 
 
 def tiny_imagenet_c_test_sets(
-    official: OfficialSet, root: Path, clean_test: Split
+    official: OfficialSet, root: Path, clean_test: Split, only: Sequence[str] | None = None
 ) -> Iterator[tuple[str, int, Split]]:
-    """Check the Tiny-ImageNet-C tree, then yield (corruption, severity, split) one at a time;
-    images in wnids.txt class order, file-name order within a class."""
+    """Check the Tiny-ImageNet-C tree (the corruptions of ``only``, else the 15 standard ones),
+    then yield (corruption, severity, split) one at a time; images in wnids.txt class order,
+    file-name order within a class."""
     root = Path(root)
-    wnids = tiny_imagenet_c_wnids(official, root)
+    corruptions = selected(only, STANDARD_CORRUPTIONS) or STANDARD_CORRUPTIONS
+    wnids = tiny_imagenet_c_wnids(official, root, corruptions)
     check_shape(official, root / official.folder, root, clean_test)
-    return _iterate_tiny_imagenet_c(official, root, wnids, clean_test)
+    return _iterate_tiny_imagenet_c(official, root, wnids, clean_test, corruptions)
 
 
 def _iterate_tiny_imagenet_c(
-    official: OfficialSet, root: Path, wnids: list[str], clean_test: Split
+    official: OfficialSet,
+    root: Path,
+    wnids: list[str],
+    clean_test: Split,
+    corruptions: Sequence[str],
 ) -> Iterator[tuple[str, int, Split]]:
     how = official.how_to_get(root)
 
@@ -283,7 +319,7 @@ def _iterate_tiny_imagenet_c(
         why = reason if isinstance(reason, str) else _describe(reason)
         return corrupt_error(official, path, why, root)
 
-    for corruption in STANDARD_CORRUPTIONS:
+    for corruption in corruptions:
         for severity in SEVERITIES:
             where = root / official.folder / corruption / str(severity)
             paths: list[Path] = []
