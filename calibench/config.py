@@ -14,6 +14,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from calibench.data import DATA_KEYS, register_from_settings
 from calibench.errors import CalibenchError
 from calibench.method import get_method, list_methods
 from calibench.models import TIMM_PREFIX, check_backbone_name
@@ -82,6 +83,9 @@ def load_config(path: Path) -> dict[str, Any]:
     for key in ("presets", "datasets", "training", "plugins"):
         if key in config and not isinstance(config[key], dict):
             raise CalibenchError(f"{path}: [{key}] must be a table.")
+    for name, table in config.get("datasets", {}).items():
+        if isinstance(table, dict):
+            register_from_settings(name, table, Path(path))
     return config
 
 
@@ -224,7 +228,7 @@ def _split_layer(
 
 
 PRESET_KEYS = {"description", "methods", "datasets", "backbones", "seeds", "ood", "vary"}
-DATASET_KEYS = {"backbone", "description"}
+DATASET_KEYS = {"backbone", "description", *DATA_KEYS}
 
 
 def _check_ood_shapes(datasets: list[str], ood: list[str]) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 FASHION_CLASSES = [
     "T-shirt/top",
@@ -315,3 +316,100 @@ def write_fake_tiny_imagenet_c(
                     written.append(pixels.transpose(2, 0, 1))
         images[corruption] = np.stack(written)
     return FakeCorrupted(images, np.tile(labels, 5).astype(np.int64))
+
+
+COLOURS = {"blue": (40, 60, 200), "green": (50, 190, 70), "red": (210, 50, 40)}
+"""Three well separated colours, by class name (sorted names: blue, green, red)."""
+
+
+def write_colour_folders(
+    root: Path,
+    train_per_class: int = 6,
+    test_per_class: int = 3,
+    val_per_class: int = 0,
+    size: int = 8,
+    channels: int = 3,
+    seed: int = 0,
+) -> dict[str, FakeData]:
+    """Write ``root/{train,test[,val]}/<colour>/<i>.png``: flat images of each class's colour
+    plus seeded noise of +-30 levels, lossless PNG (grayscale when ``channels`` is 1: the
+    colour's mean). Returns each split's pixels in calibench's layout (classes in sorted name
+    order, file names in order within a class)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    classes = sorted(COLOURS)
+    written: dict[str, FakeData] = {}
+    counts = {"train": train_per_class, "test": test_per_class, "val": val_per_class}
+    for split, n in counts.items():
+        xs, ys = [], []
+        for k, name in enumerate(classes):
+            base = np.array(COLOURS[name], dtype=np.int64)
+            if channels == 1:
+                base = base.mean(keepdims=True).round().astype(np.int64)
+            for i in range(n):
+                noise = rng.integers(-30, 31, size=(size, size, channels))
+                pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
+                path = Path(root) / split / name / f"{i:03d}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels[..., 0] if channels == 1 else pixels).save(path)
+                xs.append(pixels.transpose(2, 0, 1))
+                ys.append(k)
+        if n:
+            written[split] = FakeData(
+                np.stack(xs), np.asarray(ys, dtype=np.int64), np.empty(0), np.empty(0), classes
+            )
+    return written
+
+
+IMAGENET_WNIDS = ["n01440764", "n01443537", "n01484850"]
+
+
+def write_fake_imagenet(
+    root: Path, train_per_class: int = 6, val_per_class: int = 2, seed: int = 0
+) -> None:
+    """ImageNet's ImageFolder layout, ``ROOT/imagenet/{train,val}/<wnid>/*.JPEG``: images of
+    32x40 or 40x32 whose channel k is bright for class k (:data:`IMAGENET_WNIDS`)."""
+    from torchvision.io import write_jpeg
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train_per_class), ("val", val_per_class)):
+        for k, wnid in enumerate(IMAGENET_WNIDS):
+            folder = Path(root) / "imagenet" / split / wnid
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                h, w = (32, 40) if i % 2 else (40, 32)
+                image = torch.from_numpy(rng.integers(0, 128, (3, h, w), dtype=np.uint8))
+                image[k] += 127
+                write_jpeg(image, str(folder / f"{wnid}_{i}.JPEG"), quality=95)
+
+
+def write_fake_imagenet_c(
+    root: Path,
+    corruptions: list[str],
+    per_class: int = 2,
+    size: int = 16,
+    seed: int = 0,
+) -> FakeCorrupted:
+    """``ROOT/ImageNet-C/<corruption>/<severity>/<wnid>/*.JPEG``, ``size`` x ``size`` images
+    (the release's are 224x224) whose channel k is bright for class k. Returns the written
+    pixels per corruption, severities 1..5 stacked, classes in wnid order."""
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    rng = np.random.default_rng(seed)
+    images: dict[str, np.ndarray] = {}
+    labels = np.tile(np.repeat(np.arange(len(IMAGENET_WNIDS)), per_class), 5)
+    for corruption in corruptions:
+        written = []
+        for severity in range(1, 6):
+            for k, wnid in enumerate(IMAGENET_WNIDS):
+                folder = Path(root) / "ImageNet-C" / corruption / str(severity) / wnid
+                folder.mkdir(parents=True, exist_ok=True)
+                for i in range(per_class):
+                    image = torch.from_numpy(rng.integers(0, 128, (3, size, size), dtype=np.uint8))
+                    image[k] += 127
+                    data = encode_jpeg(image, quality=95)
+                    (folder / f"{wnid}_{i}.JPEG").write_bytes(data.numpy().tobytes())
+                    written.append(decode_jpeg(data).numpy())
+        images[corruption] = np.stack(written)
+    return FakeCorrupted(images, labels.astype(np.int64))

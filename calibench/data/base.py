@@ -7,6 +7,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -137,10 +138,12 @@ class DatasetSpec:
     """A registered dataset: its shape, normalisation, augmentation and loader.
 
     ``mean``/``std`` are per channel in [0, 1] units and are applied identically to train,
-    validation and test. ``crop_padding`` > 0 turns on random-crop augmentation with that padding;
-    ``hflip`` turns on random horizontal flips (training batches only). ``stream`` marks a
-    dataset read from files batch by batch (its loader returns
-    :class:`FileSplit` splits) instead of held on the device.
+    validation and test; NaN for a dataset that computes them from its training split when it
+    loads (datasets declared in the settings): :func:`spec_for` gives the spec with them.
+    ``crop_padding`` > 0 turns on random-crop augmentation with that padding; ``hflip`` turns
+    on random horizontal flips (training batches only). ``stream`` marks a dataset read from
+    files batch by batch (its loader returns :class:`FileSplit` splits) instead of held on the
+    device.
     """
 
     name: str
@@ -159,6 +162,13 @@ class DatasetSpec:
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     """Add a dataset spec to the registry under ``spec.name``."""
     return DATASETS.add(spec.name, spec, source=f"{spec.load.__module__}.{spec.load.__qualname__}")
+
+
+@lru_cache(maxsize=4)
+def load_dataset(name: str, root: str, download: bool, split_seed: int) -> ImageData:
+    """Load (once per process) a registered dataset's splits."""
+    request = DataRequest(Path(root) if root else default_data_root(), download, split_seed)
+    return DATASETS.get(name).load(request)
 
 
 def spec_for(name: str, data: ImageData) -> DatasetSpec:
