@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from calibench.cli.evaluate import check_data, evaluate_checkpoint, evaluate_shift, store_pretrained
 from calibench.cli.parser import build_parser
 from calibench.errors import CalibenchError
 
@@ -43,7 +44,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             datasets=args.datasets,
             backbones=args.backbones,
             seeds=args.seeds,
-            epochs=args.epochs,
+            epochs=args.epochs or None,
             ood=args.ood,
             sets=args.sets,
             data_root=args.data_root,
@@ -53,11 +54,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     )
     device = resolve_device(args.device)
     gpus_per_run = distributed.processes_per_run(args.gpus_per_run, args.executor)
-    if args.shift:
-        from calibench.shift import check_shift
-
-        for spec in specs:
-            check_shift(args.shift, spec.dataset)
+    check_data(specs, args)
+    if args.epochs == 0:
+        return store_pretrained(specs, args, console)
     store = Store(args.output)
     with distributed.process_group(device):
         if not distributed.is_main():
@@ -82,46 +81,39 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         else:
             outcomes = run_local(specs, store, args.force, progress, retry)
     if args.shift and distributed.is_main():
-        _evaluate_shift(store, [o.spec for o in outcomes], args, console)
+        evaluate_shift(store, [o.spec for o in outcomes], args, console)
     return print_outcomes(outcomes, console)
 
 
-def _evaluate_shift(store, specs, args: argparse.Namespace, console: Console) -> None:
-    from calibench.device import resolve_device
-    from calibench.evaluation.shift import evaluate_shift_runs
-    from calibench.shift import check_shift
-
-    runs = [(s, store.run_dir(s)) for s in specs if store.status(s) == "complete"]
-    for spec, _ in runs:
-        check_shift(args.shift, spec.dataset)
-    evaluate_shift_runs(
-        runs,
-        args.shift,
-        resolve_device(args.device),
-        args.corruptions,
-        force=getattr(args, "force", False),
-        say=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True),
-    )
-
-
 def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
-    from calibench.config import expand_methods
+    from fnmatch import fnmatch
+
     from calibench.spec import RunSpec
     from calibench.store.index import Store
 
-    _setup(args)
+    config, _, _ = _setup(args)
+    if args.checkpoint is not None:
+        return evaluate_checkpoint(args, config, console)
+    with_checkpoint = {"--backbone": args.backbone, "--dataset": args.dataset}
+    given = [flag for flag, value in {**with_checkpoint, "--ood": args.ood}.items() if value]
+    if given or args.sets:
+        raise CalibenchError(f"{', '.join(given or ['--set'])}: only with --checkpoint FILE.")
+    if args.shift is None:
+        raise CalibenchError(
+            "evaluate needs --shift NAME (stored runs under dataset shift) or --checkpoint FILE "
+            "(weights to store as a run)."
+        )
     store = Store(args.output)
-    methods = set(expand_methods(args.methods)) if args.methods else None
     specs = []
     for run in store.complete_runs():
         spec = RunSpec.from_dict(json.loads(run["config"]))
-        if (methods is None or spec.method in methods) and (
+        if (args.methods is None or any(fnmatch(spec.method, m) for m in args.methods)) and (
             args.datasets is None or spec.dataset in args.datasets
         ):
             specs.append(spec)
     if not specs:
         raise CalibenchError(f"no complete run in {store.root} matches the selection.")
-    _evaluate_shift(store, specs, args, console)
+    evaluate_shift(store, specs, args, console)
     return 0
 
 
@@ -129,6 +121,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from calibench.report.build import build_report
     from calibench.store.index import Store
 
+    _setup(args)
     calibrators = None if args.calibrators is None else tuple(args.calibrators)
     if calibrators == ("none",):
         calibrators = ()
@@ -396,5 +389,3 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-
-

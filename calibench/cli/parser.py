@@ -15,6 +15,7 @@ examples:
   calibench metrics results/runs/digits/small_cnn/ce/seed0-*/logits.npz
   calibench list methods
 """
+DATA_ROOT_HELP = "dataset folder (default $CALIBENCH_DATA or ~/.cache/calibench/data)"
 
 
 def _names(text: str) -> list[str]:
@@ -41,6 +42,10 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _epochs(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive_int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,29 +93,25 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--seeds", type=_ints, help="comma-separated seeds, e.g. 0,1,2")
     run.add_argument(
-        "--epochs", type=_positive_int, help="epochs per run; lr milestones scale with it"
+        "--epochs",
+        type=_epochs,
+        help="epochs per run; lr milestones scale with it (0 with --set training.pretrained=true:"
+        " store timm's pretrained weights as a run, untrained)",
     )
-    run.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="NAME.PARAM=VALUE",
-        help="override a method hyperparameter (rankmixup_mrl.margin=1.0) or a "
-        "training setting (training.lr=0.05, training.precision=bf16, "
-        "training.channels_last=false; docs/speed.md for the fast path); repeatable",
+    _data_arguments(
+        run,
+        "NAME.PARAM=VALUE",
+        "override a method hyperparameter (rankmixup_mrl.margin=1.0) or a training setting "
+        "(training.lr=0.05, training.precision=bf16, training.channels_last=false; "
+        "docs/speed.md for the fast path); repeatable",
+        "OOD test sets to score, e.g. svhn,cifar100",
     )
-    run.add_argument("--ood", type=_names, help="OOD test sets to score, e.g. svhn,cifar100")
     _shift_arguments(run)
-    run.add_argument(
-        "--data-root", help="dataset folder (default $CALIBENCH_DATA or ~/.cache/calibench/data)"
-    )
     run.add_argument(
         "--download",
         action="store_true",
         help="download missing datasets through torchvision (needs a network)",
     )
-    run.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     run.add_argument(
         "--force",
         action="store_true",
@@ -282,21 +283,24 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     """The ``evaluate`` command's arguments."""
     evaluate = sub.add_parser(
         "evaluate",
-        help="evaluate stored runs under dataset shift, without retraining",
-        description="Load the selected (best-validation) model of every complete run in\n"
-        "<output> and store its logits on every corruption and severity of --shift, beside\n"
-        "the clean logits. `calibench report` then adds the shift tables and box plots.",
+        help="evaluate stored runs under dataset shift, or store weights as a run, no training",
+        description="--shift: store every complete run's logits on each corruption and severity\n"
+        "(`report` adds shift tables). --checkpoint FILE: store the state_dict of --backbone\n"
+        "trained on --dataset as a complete run of method `checkpoint`.",
         epilog="examples:\n  calibench evaluate --shift cifar10-c --output results\n"
-        "  calibench evaluate --shift corrupt --corruptions gaussian_noise,contrast\n",
+        "  calibench evaluate --shift corrupt --corruptions gaussian_noise,contrast\n"
+        "  calibench evaluate --checkpoint weights.pt --backbone resnet50 --dataset cifar10\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _shift_arguments(evaluate, required=True)
+    _shift_arguments(evaluate)
+    evaluate.add_argument("--checkpoint", type=Path, metavar="FILE", help="a state_dict file")
+    evaluate.add_argument("--backbone", help="with --checkpoint: the weights' backbone")
+    evaluate.add_argument("--dataset", help="with --checkpoint: the dataset they were trained on")
+    sets = "with --checkpoint: an evaluation setting (training.eval_batch_size=256); repeatable"
+    _data_arguments(evaluate, "training.PARAM=VALUE", sets, "with --checkpoint: OOD test sets")
     evaluate.add_argument("--methods", type=_names, help="only these methods (names or patterns)")
     evaluate.add_argument("--datasets", type=_names, help="only runs on these datasets")
-    evaluate.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    evaluate.add_argument(
-        "--force", action="store_true", help="recompute shift logits that are already stored"
-    )
+    evaluate.add_argument("--force", action="store_true", help="recompute what is stored already")
     _common(evaluate)
 
 
@@ -360,6 +364,13 @@ def add_list(sub: argparse._SubParsersAction) -> None:
     listing.add_argument("--config", type=Path)
 
 
+def _data_arguments(p: argparse.ArgumentParser, metavar: str, sets: str, ood: str) -> None:
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar=metavar, help=sets)
+    p.add_argument("--ood", type=_names, help=ood)
+    p.add_argument("--data-root", help=DATA_ROOT_HELP)
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+
+
 def _shift_arguments(p: argparse.ArgumentParser, required: bool = False) -> None:
     from calibench.shift import SHIFTS
 
@@ -368,8 +379,8 @@ def _shift_arguments(p: argparse.ArgumentParser, required: bool = False) -> None
         choices=SHIFTS,
         required=required,
         help="evaluate the selected model on a corrupted test set: the official cifar10-c, "
-        "cifar100-c or tiny_imagenet-c files under the data root, or `corrupt` for "
-        "calibench's generated corruptions of the run's dataset (5 severities each)",
+        "cifar100-c, tiny_imagenet-c or imagenet-c files under the data root, or `corrupt` "
+        "for calibench's generated corruptions of the run's dataset (5 severities each)",
     )
     p.add_argument(
         "--corruptions", type=_names, help="only these corruptions of the shift (default: all)"

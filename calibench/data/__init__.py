@@ -14,6 +14,7 @@ from calibench.data.base import (
     default_data_root,
     load_dataset,
     register_dataset,
+    require_datasets,
     spec_for,
 )
 from calibench.data.declared import DATA_KEYS, register_from_settings
@@ -39,6 +40,7 @@ __all__ = [
     "make_loader",
     "register_dataset",
     "register_from_settings",
+    "require_datasets",
     "spec_for",
 ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -169,6 +169,14 @@ def load_dataset(name: str, root: str, download: bool, split_seed: int) -> Image
     """Load (once per process) a registered dataset's splits."""
     request = DataRequest(Path(root) if root else default_data_root(), download, split_seed)
     return DATASETS.get(name).load(request)
+
+
+def require_datasets(requests: Iterable[tuple[str, str, bool, int]]) -> None:
+    """Load each ``(name, root, download, split_seed)`` of ``requests`` through
+    :func:`load_dataset` (whose cache the runs then use), so that a missing or damaged dataset
+    stops a command with its error before the first run trains."""
+    for name, root, download, split_seed in dict.fromkeys(requests):
+        load_dataset(name, root, download, split_seed)
 
 
 def spec_for(name: str, data: ImageData) -> DatasetSpec:
