@@ -11,9 +11,16 @@ import numpy as np
 import pytest
 import scipy.ndimage
 import torch
-from fake_datasets import write_fake_cifar_c, write_fake_tiny_imagenet, write_fake_tiny_imagenet_c
+from fake_datasets import (
+    IMAGENET_WNIDS,
+    write_fake_cifar_c,
+    write_fake_imagenet,
+    write_fake_imagenet_c,
+    write_fake_tiny_imagenet,
+    write_fake_tiny_imagenet_c,
+)
 
-from calibench.data.base import Split
+from calibench.data.base import DataRequest, Split
 from calibench.errors import CalibenchError
 from calibench.shift import (
     OFFICIAL_CORRUPTIONS,
@@ -21,6 +28,7 @@ from calibench.shift import (
     SHIFTS,
     check_shift,
     shift_corruptions,
+    shift_dataset,
     shift_set_name,
     shifted_test_sets,
 )
@@ -110,6 +118,23 @@ def test_an_absent_extra_corruption_is_skipped(cifar10_c) -> None:
     assert names == [*OFFICIAL_CORRUPTIONS, "speckle_noise"]
 
 
+def test_named_corruptions_need_only_their_own_files(tmp_path: Path) -> None:
+    test_labels = np.arange(20) % 10
+    fake = write_fake_cifar_c(tmp_path, ["fog", "saturate"], test_labels)
+    clean = clean_split(test_labels)
+    only = ["saturate", "fog"]
+    check_shift("cifar10-c", "cifar10", data_root=tmp_path, only=only)
+    got = list(shifted_test_sets("cifar10-c", "cifar10", clean, tmp_path, 0, only))
+    assert [(c, s) for c, s, _ in got] == [(c, s) for c in ("fog", "saturate") for s in SEVERITIES]
+    assert np.array_equal(got[-1][2].images.numpy(), fake.images["saturate"][80:])
+    with pytest.raises(CalibenchError, match="contrast.npy"):
+        check_shift("cifar10-c", "cifar10", data_root=tmp_path, only=["fog", "contrast"])
+    with pytest.raises(CalibenchError, match="gaussian_noise.npy"):
+        check_shift("cifar10-c", "cifar10", data_root=tmp_path)
+    with pytest.raises(CalibenchError, match="--corruptions fgo: not in cifar10-c. Valid: "):
+        check_shift("cifar10-c", "cifar10", data_root=tmp_path, only=["fgo"])
+
+
 @pytest.mark.parametrize(
     ("damage", "expected"),
     [
@@ -174,6 +199,19 @@ def test_tiny_imagenet_c_labels_follow_wnids_txt(tiny_c) -> None:
         assert error.abs().max() <= 4
 
 
+def test_tiny_imagenet_c_with_only_the_named_corruptions(tmp_path: Path) -> None:
+    clean = write_fake_tiny_imagenet(tmp_path, n_classes=2, n_train_per_class=2)
+    wnids = (tmp_path / "tiny-imagenet-200" / "wnids.txt").read_text().split()
+    write_fake_tiny_imagenet_c(tmp_path, ["snow"], wnids)
+    test = Split(torch.from_numpy(clean.test_images), torch.from_numpy(clean.test_labels))
+    got = list(shifted_test_sets("tiny_imagenet-c", "tiny_imagenet", test, tmp_path, 0, ["snow"]))
+    assert [(c, s) for c, s, _ in got] == [("snow", s) for s in SEVERITIES]
+    with pytest.raises(CalibenchError, match="fog/1/"):
+        check_shift("tiny_imagenet-c", "tiny_imagenet", data_root=tmp_path, only=["fog"])
+    with pytest.raises(CalibenchError, match="--corruptions saturate: not in tiny_imagenet-c"):
+        check_shift("tiny_imagenet-c", "tiny_imagenet", only=["saturate"])
+
+
 def test_tiny_imagenet_c_missing_severity_folder(tiny_c) -> None:
     root, _, clean, _ = tiny_c
     target = root / "Tiny-ImageNet-C" / "fog" / "3"
@@ -215,6 +253,64 @@ def test_tiny_imagenet_c_unreadable_jpeg_names_the_file_and_record(tiny_c) -> No
     message = str(info.value)
     assert str(bad) in message and "https://zenodo.org/records/2536630" in message
     assert "--download" not in message
+
+
+# ----------------------------------------------------------------------------- ImageNet-C
+
+
+@pytest.fixture
+def imagenet_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A 3-class ImageNet (registered as ``imagenet``, 16 px crops) and its -C folders for fog
+    and contrast, 2 images per class and severity, as the clean val set has."""
+    from calibench.data.imagenet import imagenet_dataset, load_imagenet
+    from calibench.registry import DATASETS
+
+    spec = imagenet_dataset("imagenet", num_classes=3, crop_size=16, resize_size=20)
+    monkeypatch.setitem(DATASETS._entries, "imagenet", spec)
+    write_fake_imagenet(tmp_path)
+    fake = write_fake_imagenet_c(tmp_path, ["fog", "contrast"])
+    clean = load_imagenet(DataRequest(tmp_path), num_classes=3).test
+    return tmp_path, fake, clean, spec
+
+
+def test_imagenet_c_splits_follow_the_clean_classes_and_are_used_uncropped(imagenet_c) -> None:
+    from calibench.data import FileSplit, LoaderConfig, make_loader
+
+    root, fake, clean, spec = imagenet_c
+    only = ["fog", "contrast"]
+    got = list(shifted_test_sets("imagenet-c", "imagenet", clean, root, 0, only))
+    assert [(c, s) for c, s, _ in got] == [(c, s) for c in ("fog", "contrast") for s in SEVERITIES]
+    corruption, severity, split = got[4]
+    assert isinstance(split, FileSplit) and split.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert split.path(2).endswith(
+        f"ImageNet-C/fog/5/{IMAGENET_WNIDS[1]}/{IMAGENET_WNIDS[1]}_0.JPEG"
+    )
+    dataset = shift_dataset("imagenet-c", spec)
+    assert dataset.stream.resize_size == dataset.stream.crop_size == 16
+    loader = make_loader(LoaderConfig(split, dataset, 4, torch.device("cpu"), workers=0))
+    x = torch.cat([batch for batch, _ in loader])
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(spec.std).view(1, 3, 1, 1) * 255
+    pixels = torch.from_numpy(fake.images["fog"][24:]).float()
+    torch.testing.assert_close(x, (pixels - mean) / std)
+    assert shift_dataset("cifar10-c", spec) is spec
+
+
+def test_imagenet_c_checks_its_folders_before_any_split(imagenet_c) -> None:
+    root, _, clean, _ = imagenet_c
+    with pytest.raises(CalibenchError, match="gaussian_noise/1/.*zenodo.org/records/2235448"):
+        check_shift("imagenet-c", "imagenet", data_root=root)
+    check_shift("imagenet-c", "imagenet", data_root=root, only=["fog"])
+    folder = root / "ImageNet-C" / "fog" / "4" / IMAGENET_WNIDS[2]
+    (folder / f"{IMAGENET_WNIDS[2]}_1.JPEG").unlink()
+    sets = shifted_test_sets("imagenet-c", "imagenet", clean, root, 0, ["fog"])
+    with pytest.raises(CalibenchError, match="5 images at severity 4, 6 in the test set"):
+        list(sets)
+    folder.rename(folder.with_name("n99999999"))
+    with pytest.raises(CalibenchError, match="class folders n99999999 are not classes"):
+        shifted_test_sets("imagenet-c", "imagenet", clean, root, 0, ["fog"])
+    with pytest.raises(CalibenchError, match="streamed from files"):
+        check_shift("corrupt", "imagenet")
 
 
 # -------------------------------------------------------------------------------- the API

@@ -116,3 +116,30 @@ def test_real_fashion_mnist_with_generated_corruptions(tmp_path, monkeypatch):
     assert clean_acc > 0.3 and worst < clean_acc
     assert main(["report", "--output", str(out)]) == 0
     assert "fashion_mnist-c-calibench" in (out / "report" / "shift.md").read_text()
+
+
+def test_a_cifar_c_folder_with_only_the_named_corruptions(tmp_path, bypass_md5):
+    data = tmp_path / "data"
+    clean = write_fake_cifar10(data, n_train_per_batch=8, n_test=10)
+    write_fake_cifar_c(data, ["fog", "contrast"], clean.test_labels)
+    out = tmp_path / "out"
+    argv = ["run", "--datasets", "cifar10", "--methods", "ce", "--epochs", "1", "--backbones"]
+    argv += ["small_cnn", "--set", "training.batch_size=8", "--device", "cpu"]
+    argv += ["--data-root", str(data), "--output", str(out), "--shift", "cifar10-c"]
+    assert main([*argv, "--corruptions", "fog,contrast"]) == 0
+    (run_dir,) = _run_dirs(out)
+    stored = read_shift_logits(run_dir / "shift-cifar10-c.npz")
+    assert sorted({c for c, _ in stored}) == ["contrast", "fog"]
+
+
+def test_missing_shift_files_stop_the_run_before_training(tmp_path, bypass_md5, capsys):
+    data = tmp_path / "data"
+    clean = write_fake_cifar10(data, n_train_per_batch=8, n_test=10)
+    write_fake_cifar_c(data, ["fog"], clean.test_labels)
+    argv = ["run", "--datasets", "cifar10", "--methods", "ce", "--shift", "cifar10-c"]
+    argv += ["--data-root", str(data), "--output", str(tmp_path / "out")]
+    assert main([*argv, "--corruptions", "fog,contrast"]) == 2
+    assert "contrast.npy" in capsys.readouterr().err
+    assert main(argv) == 2
+    assert "gaussian_noise.npy" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

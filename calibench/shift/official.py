@@ -150,7 +150,7 @@ def mismatch_error(official: OfficialSet, where: Path, why: str, root: Path) -> 
     """The error for a well-formed set that does not fit the run's clean test set."""
     return CalibenchError(
         f"{official.folder} under {where} does not match the clean {official.dataset} test set: "
-        f"{why}. Check that the folder holds {official.archive} unpacked as released (or "
+        f"{why}. Check that the folder holds the release as published (to get it, "
         f"{official.how_to_get(root)})."
     )
 
