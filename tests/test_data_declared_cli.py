@@ -87,3 +87,10 @@ def test_a_bad_folder_exits_2_before_anything_is_written(colours, capsys):
     err = capsys.readouterr().err
     assert "[datasets.colours]: root" in err and "nowhere is not a folder" in err
     assert "Traceback" not in err and not (colours / "out").exists()
+
+
+def test_worker_processes_know_the_declared_dataset(colours):
+    (colours / "benchmark.toml").write_text(MINE + DATASET + PRESET)
+    argv = ["run", "--epochs", "1", "--executor", "processes", "--devices", "cpu"]
+    assert main([*argv, "--device", "cpu"]) == 0
+    assert json.loads((run_dir(colours / "results") / "metrics.json").read_text())["n_test"] == 60

@@ -17,7 +17,7 @@ from calibench.data.base import (
     require_datasets,
     spec_for,
 )
-from calibench.data.declared import DATA_KEYS, register_from_settings
+from calibench.data.declared import DATA_KEYS, declarations, redeclare, register_from_settings
 from calibench.data.loader import DeviceLoader, Loader, LoaderConfig
 from calibench.data.stream import StreamLoader
 
@@ -35,9 +35,11 @@ __all__ = [
     "Split",
     "StreamLoader",
     "StreamTransform",
+    "declarations",
     "default_data_root",
     "load_dataset",
     "make_loader",
+    "redeclare",
     "register_dataset",
     "register_from_settings",
     "require_datasets",

@@ -54,6 +54,9 @@ class Declared:
     description: str = ""
 
 
+_DECLARED: dict[str, tuple[dict[str, Any], str]] = {}
+"""Every dataset this process declared: name -> (its table, the settings file)."""
+
 DATA_KEYS = frozenset(f.name for f in dataclasses.fields(Declared))
 """The keys of a ``[datasets.<name>]`` table that describe the data (the others are training
 settings, ``backbone`` and ``hparams``, as for every dataset)."""
@@ -80,7 +83,25 @@ def register_from_settings(
     spec = spec or _array_spec(name, declared, base)
     DATASETS.unregister(name)
     load_dataset.cache_clear()
+    _DECLARED[name] = (dict(table), str(settings_file))
     return DATASETS.add(name, spec, source=f"{SOURCE}: {settings_file} {where}")
+
+
+def declarations() -> list[tuple[str, dict[str, Any], str]]:
+    """``(name, table, settings file)`` of every dataset declared in this process, for
+    :func:`redeclare` in a worker process (a spawned process starts with the built-in
+    datasets and its plugins only); those unregistered since are left out."""
+    return [
+        (name, table, path)
+        for name, (table, path) in _DECLARED.items()
+        if name in DATASETS and DATASETS.source(name).startswith(SOURCE)
+    ]
+
+
+def redeclare(items: list[tuple[str, dict[str, Any], str]]) -> None:
+    """Declare again the datasets :func:`declarations` listed in another process."""
+    for name, table, path in items:
+        register_from_settings(name, table, Path(path))
 
 
 def _path(name: str, value: str | None, key: str, base: Path, example: str) -> Path:

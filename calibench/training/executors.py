@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from calibench.data import declarations, redeclare
 from calibench.errors import CalibenchError
 from calibench.spec import RunSpec
 from calibench.store.index import Store, owner_id
@@ -55,6 +56,7 @@ def _train_in_worker(
     force: bool,
     retry_failed: bool = False,
     processes: int = 1,
+    declared: list | None = None,
 ) -> dict[str, Any]:
     """Entry point of a worker process or cluster job: load plugins, run one spec; returns the
     outcome as a dict (status, metrics, reason). With ``processes`` > 1 this is one task of a
@@ -65,6 +67,7 @@ def _train_in_worker(
     from calibench.training import distributed
 
     discover_plugins([Path(p) for p in plugin_dirs])
+    redeclare(declared or [])
     spec = RunSpec.from_dict(spec_dict)
     if processes > 1:
         import submitit
@@ -119,6 +122,7 @@ def _worker_main(
     force: bool,
     retry_failed: bool,
     parent: int,
+    declared: list | None = None,
 ) -> None:
     """A worker process: train each spec the parent sends on ``device`` until it sends None;
     an error that stops the command is sent back for the parent to raise."""
@@ -127,6 +131,7 @@ def _worker_main(
         from calibench.plugins import discover_plugins
 
         discover_plugins([Path(p) for p in plugin_dirs])
+        redeclare(declared or [])
         store = Store(Path(output))
         while (job := conn.recv()) is not None:
             spec = RunSpec.from_dict({**job, "device": device})
@@ -187,7 +192,14 @@ def run_processes(
     for device in devices:
         resolve_device(device)
     ctx = mp.get_context("spawn")
-    settings = (str(store.root), [str(p) for p in plugin_dirs], force, retry_failed, os.getpid())
+    settings = (
+        str(store.root),
+        [str(p) for p in plugin_dirs],
+        force,
+        retry_failed,
+        os.getpid(),
+        declarations(),
+    )
 
     def start(device: str) -> _Worker:
         parent_end, child_end = ctx.Pipe()
@@ -348,6 +360,7 @@ def run_slurm(
                     force,
                     retry_failed,
                     gpus_per_run,
+                    declarations(),
                 )
             )
     if not wait:
