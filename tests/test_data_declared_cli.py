@@ -5,6 +5,7 @@ the command with one message (exit 2) before anything is written."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +56,18 @@ def train_and_check(tmp_path: Path) -> None:
     assert tuple(stored["std"]) == data.normalisation.std
 
 
-def test_declared_imagefolder_trains_and_learns(colours):
+def test_declared_imagefolder_trains_and_learns(colours, capsys):
     (colours / "benchmark.toml").write_text(MINE + DATASET + PRESET)
     train_and_check(colours)
+    report = ["report", "--format", "csv,html", "--mixing-samples", "30"]
+    assert main(report) == 0
+    assert (
+        "mixing diagnostic of ce skipped" not in (colours / "results/report/index.html").read_text()
+    )
+    shutil.rmtree(colours / "colours")
+    capsys.readouterr()
+    assert main(report) == 0
+    assert "warning: [datasets.colours]: root" in capsys.readouterr().out
 
 
 def _layers_on_the_packaged_defaults(tmp_path: Path) -> bool:

@@ -375,3 +375,24 @@ def test_tiny_imagenet_failed_download(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", offline)
     with pytest.raises(CalibenchError, match="could not download.*tiny_imagenet.*no network"):
         load("tiny_imagenet", tmp_path, download=True)
+
+
+def test_make_loader_picks_the_loader_and_gather_matches_the_batches(tmp_path: Path) -> None:
+    from fake_datasets import write_fake_imagenet
+
+    from calibench.data import DeviceLoader, LoaderConfig, StreamLoader, load_dataset, make_loader
+    from calibench.data.imagenet import imagenet_dataset, load_imagenet
+
+    cpu = torch.device("cpu")
+    digits = load_dataset("digits", "", False, 0)
+    memory = make_loader(LoaderConfig(digits.test, DATASETS.get("digits"), 100, cpu))
+    assert isinstance(memory, DeviceLoader) and len(memory) == 4
+    batches = torch.cat([x for x, _ in memory])
+    assert torch.equal(memory.gather([5, 0, 359]), batches[[5, 0, 359]])
+    write_fake_imagenet(tmp_path)
+    test = load_imagenet(DataRequest(tmp_path), num_classes=3).test
+    spec = imagenet_dataset("imagenet_gather", num_classes=3, crop_size=12, resize_size=14)
+    streamed = make_loader(LoaderConfig(test, spec, 4, cpu, workers=0))
+    assert isinstance(streamed, StreamLoader) and len(streamed) == 2
+    batches = torch.cat([x for x, _ in streamed])
+    assert torch.equal(streamed.gather([4, 1]), batches[[4, 1]])

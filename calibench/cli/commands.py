@@ -121,7 +121,10 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from calibench.report.build import build_report
     from calibench.store.index import Store
 
-    _setup(args)
+    try:
+        _setup(args)
+    except CalibenchError as exc:
+        console.print(f"warning: {exc} The report is built from the store alone.", markup=False)
     calibrators = None if args.calibrators is None else tuple(args.calibrators)
     if calibrators == ("none",):
         calibrators = ()
