@@ -105,9 +105,8 @@ def split_listing(folder: Path, classes: Sequence[str], name: str) -> tuple[list
     for k, cls in enumerate(classes):
         names = image_names(folder / cls)
         if not names:
-            raise declared_error(
-                name, f"{folder / cls} holds no image", f"Image files end in {IMAGE_SUFFIXES}."
-            )
+            suffixes = ", ".join(IMAGE_SUFFIXES)
+            raise declared_error(name, f"{folder / cls} holds no image", f"Add {suffixes} files.")
         files += [f"{cls}/{n}" for n in names]
         labels += [k] * len(names)
     return files, labels
