@@ -71,7 +71,8 @@ def register_from_settings(
     which may come from a plugin loaded later)."""
     if "format" not in table:
         return None
-    base = Path(settings_file).parent
+    settings_file = Path(settings_file).resolve()
+    base = settings_file.parent
     where = f"[datasets.{name}]"
     if name in DATASETS and not DATASETS.source(name).startswith(SOURCE):
         raise declared_error(
@@ -79,8 +80,8 @@ def register_from_settings(
         )
     values = {k: v for k, v in table.items() if k in DATA_KEYS}
     declared = build_settings(Declared, values, where, noun="data setting")
-    spec = _folder_spec(name, declared, base) if declared.format == "imagefolder" else None
-    spec = spec or _array_spec(name, declared, base)
+    make = _folder_spec if declared.format == "imagefolder" else _array_spec
+    spec = make(name, declared, base)
     DATASETS.unregister(name)
     load_dataset.cache_clear()
     _DECLARED[name] = (dict(table), str(settings_file))
