@@ -79,7 +79,9 @@ def test_a_copied_best_pt_is_one_complete_run_with_the_same_accuracy(trained, ca
     assert np.array_equal(a["val_labels"], b["val_labels"])
     assert "stored checkpoint / digits / small_cnn / seed 0" in capsys.readouterr().out
     assert main(argv) == 0
-    assert "already complete" in capsys.readouterr().out
+    assert (
+        "checkpoint / digits / small_cnn / seed 0: complete (use --force" in capsys.readouterr().out
+    )
 
 
 def test_a_checkpoint_run_goes_through_report_shift_and_compare(trained):

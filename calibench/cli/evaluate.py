@@ -37,9 +37,10 @@ def _say(console: Console) -> Callable[[str], None]:
     return lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
-def _stored(console: Console, spec: RunSpec, metrics: dict[str, Any] | None) -> None:
-    if metrics is None:
-        _say(console)(f"{spec.label}: already complete (use --force to evaluate it again)")
+def _stored(console: Console, spec: RunSpec, metrics: dict[str, Any] | str) -> None:
+    if isinstance(metrics, str):
+        why = "being evaluated by another process" if metrics == "running" else metrics
+        _say(console)(f"{spec.label}: {why} (use --force to evaluate it again)")
     else:
         _say(console)(
             f"stored {spec.label} ({spec.run_id}): acc {100 * metrics['acc']:.2f}%  "

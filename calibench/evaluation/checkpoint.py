@@ -162,12 +162,13 @@ def weights_spec(
 
 def evaluate_weights(
     spec: RunSpec, model: nn.Module, store: Store, force: bool = False
-) -> dict[str, Any] | None:
-    """Evaluate ``model`` as run ``spec`` and store it as a complete run; None when the store
-    holds it complete already (and not ``force``). An error marks the run failed, then rises."""
+) -> dict[str, Any] | str:
+    """Evaluate ``model`` as run ``spec`` and store it as a complete run; returns its metrics,
+    or the store's reason not to (``complete``, ``failed`` or ``running``, without ``force``).
+    An error marks the run failed, then rises."""
     claim = store.claim(spec, force=force)
     if isinstance(claim, str):
-        return None
+        return claim
     try:
         started = time.perf_counter()
         metrics = _evaluate(spec, model, claim.dir)
@@ -215,10 +216,10 @@ def _evaluate(spec: RunSpec, model: nn.Module, run_dir: Path) -> dict[str, Any]:
 
 def evaluate_checkpoint(
     path: Path, template: RunSpec, store: Store, force: bool = False
-) -> tuple[RunSpec, dict[str, Any] | None]:
+) -> tuple[RunSpec, dict[str, Any] | str]:
     """Store the weights of ``path`` (a state dict for ``template``'s backbone and dataset) as
-    a ``checkpoint`` run with ``template``'s evaluation settings; returns its spec and metrics
-    (None when already complete)."""
+    a ``checkpoint`` run with ``template``'s evaluation settings; returns its spec and what
+    :func:`evaluate_weights` returns."""
     state = read_state_dict(path)
     model = build_model(template.dataset, template.backbone)
     load_weights(model, state, f"--checkpoint {path}")
@@ -228,7 +229,7 @@ def evaluate_checkpoint(
 
 def evaluate_pretrained(
     template: RunSpec, store: Store, force: bool = False, warn: Callable[[str], None] = print
-) -> tuple[RunSpec, dict[str, Any] | None]:
+) -> tuple[RunSpec, dict[str, Any] | str]:
     """Store ``template``'s timm backbone with its pretrained weights, untrained, as a
     ``pretrained`` run; a head that timm had to replace (other class count) is warned about."""
     if not template.backbone.startswith(TIMM_PREFIX) or not template.training.pretrained:
