@@ -192,14 +192,8 @@ def run_processes(
     for device in devices:
         resolve_device(device)
     ctx = mp.get_context("spawn")
-    settings = (
-        str(store.root),
-        [str(p) for p in plugin_dirs],
-        force,
-        retry_failed,
-        os.getpid(),
-        declarations(),
-    )
+    settings = (str(store.root), [str(p) for p in plugin_dirs], force, retry_failed, os.getpid())
+    settings += (declarations(),)
 
     def start(device: str) -> _Worker:
         parent_end, child_end = ctx.Pipe()
