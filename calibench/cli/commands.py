@@ -164,14 +164,16 @@ def cmd_metrics(args: argparse.Namespace, console: Console) -> int:
         return 0
     from rich.table import Table
 
+    from calibench.evaluation.metrics import METRIC_INFO
+
     table = Table(title=f"{args.logits.name}: {result['n_test']} samples, {args.n_bins} bins")
     table.add_column("metric")
     table.add_column("value", justify="right")
     if "temperature" in result:
         table.add_column(f"after TS (T={result['temperature']:.3g})", justify="right")
-    for name in ("acc", "nll", "brier", "ece", "adaece", "cece", "mce"):
+    for name, info in METRIC_INFO.items():
         cells = [result[name], *([result[f"{name}_ts"]] if "temperature" in result else [])]
-        percent = name not in ("nll", "brier")
+        percent = info.unit == "percent"
         table.add_row(
             f"{name} (%)" if percent else name,
             *[f"{100 * v:.2f}" if percent else f"{v:.4f}" for v in cells],
