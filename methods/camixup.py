@@ -10,7 +10,7 @@ A marked sample i is mixed with its mirror in the batch, j = B - 1 - i, with its
 l_i = max(u_i, 1 - u_i), u_i ~ Beta(alpha, alpha), so its own label always dominates:
 x'_i = l_i x_i + (1 - l_i) x_j, loss l_i CE(z'_i, y_i) + (1 - l_i) CE(z'_i, y_j). This follows the
 authors' code (google/uncertainty-baselines, google/edward2); where it differs from the paper and
-where calibench differs from the code is listed in docs/methods-crl-camixup.md.
+where calibench differs from the code is listed in docs/stateful-methods.md.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class CAMixup(Method):
     """Mixup only for samples of classes that were over-confident on the validation set at the
     last epoch end; one truncated Beta(alpha, alpha) weight per sample. Default alpha = 1.0, the
     benchmark's mixup setting (the authors' code mixes only for alpha < 1; see
-    docs/methods-crl-camixup.md)."""
+    docs/stateful-methods.md)."""
 
     alpha: float = 1.0
 

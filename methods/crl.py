@@ -10,7 +10,7 @@ ranking term asks the confidences k (max softmax probability) to follow that ord
 
 averaged over the pairs (i, i + 1 mod B) of the batch. The history follows the authors' code
 (github:daintlab/confidence-aware-learning), not the paper's plain fraction; every place where
-the two differ, and which one calibench follows, is listed in docs/methods-crl-camixup.md.
+the two differ, and which one calibench follows, is listed in docs/stateful-methods.md.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def correctness_ranking_loss(
 
 def normalised_correctness(counts: torch.Tensor, epochs_done: int) -> torch.Tensor:
     """c = (C - min C) / max(E - min C, 1), with E = max(epochs_done, 1) and min over the whole
-    training set (the reference code's min-max normalisation; docs/methods-crl-camixup.md)."""
+    training set (the reference code's min-max normalisation; docs/stateful-methods.md)."""
     low = counts.min()
     span = torch.clamp(max(epochs_done, 1) - low, min=1)
     return (counts - low).double() / span.double()
