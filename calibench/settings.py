@@ -155,6 +155,8 @@ def _union(value: Any, kind: Any) -> Any:
     options = [k for k in typing.get_args(kind) if k is not type(None)]
     if value is None and len(options) < len(typing.get_args(kind)):
         return None
+    if len(options) == 1:
+        return _coerce(value, options[0])
     wanted = []
     for option in options:
         try:

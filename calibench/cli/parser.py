@@ -439,6 +439,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
         type=Path,
-        help="settings file (default ./benchmark.toml, else the packaged defaults; "
-        "`calibench init` writes a copy to edit)",
+        help="settings file, layered on the packaged defaults (default ./benchmark.toml if "
+        "there is one; `calibench init` writes a full copy to edit)",
     )
