@@ -1,17 +1,41 @@
-"""calibench: a calibration benchmarking suite for deep classifiers."""
+"""calibench: a calibration benchmarking suite for deep classifiers.
+
+The public names load on first use (PEP 562), so ``import calibench.spec`` and the other
+torch-free modules stay free of torch."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from calibench.errors import CalibenchError
-from calibench.method import (
-    Loss,
-    Method,
-    Mix,
-    TrainingSetup,
-    get_method,
-    list_methods,
-    register_method,
-)
-from calibench.registry import BACKBONES, DATASETS, METHODS
-from calibench.views import forward_views
+
+if TYPE_CHECKING:
+    from calibench.method import (
+        Loss,
+        Method,
+        Mix,
+        TrainingSetup,
+        get_method,
+        list_methods,
+        register_method,
+    )
+    from calibench.registry import BACKBONES, DATASETS, METHODS
+    from calibench.views import forward_views
+
+_HOMES = {
+    "Loss": "calibench.method",
+    "Method": "calibench.method",
+    "Mix": "calibench.method",
+    "TrainingSetup": "calibench.method",
+    "get_method": "calibench.method",
+    "list_methods": "calibench.method",
+    "register_method": "calibench.method",
+    "BACKBONES": "calibench.registry",
+    "DATASETS": "calibench.registry",
+    "METHODS": "calibench.registry",
+    "forward_views": "calibench.views",
+}
 
 __all__ = [
     "BACKBONES",
@@ -28,3 +52,15 @@ __all__ = [
     "register_method",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'calibench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

@@ -15,12 +15,16 @@ where calibench differs from the code is listed in docs/stateful-methods.md.
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.special import softmax
+from torch import nn
 
 from calibench import Loss, Method, TrainingSetup, register_method
+from calibench.settings import Gt
 
 
 def overconfident_classes(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -64,10 +68,7 @@ class CAMixup(Method):
     benchmark's mixup setting (the authors' code mixes only for alpha < 1; see
     docs/stateful-methods.md)."""
 
-    alpha: float = 1.0
-
-    def validate(self) -> None:
-        self.require(self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
+    alpha: Annotated[float, Gt(0)] = 1.0
 
     def setup(self, info: TrainingSetup) -> None:
         self.mix_classes = torch.zeros(info.num_classes, dtype=torch.bool)
@@ -83,7 +84,7 @@ class CAMixup(Method):
         u = self.rng.beta(self.alpha, self.alpha, size=n)
         return torch.from_numpy(np.maximum(u, 1 - u)).to(device=device, dtype=dtype)
 
-    def loss(self, model, x, y):
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:
         self._require_setup()
         if self.mix_classes.device != y.device:
             self.mix_classes = self.mix_classes.to(y.device)
@@ -92,16 +93,16 @@ class CAMixup(Method):
         total = per_sample_mixup_cross_entropy(model(inputs), y, y.flip(0), weight)
         return Loss(total, {"mixup_ce": total, "mixed": mixed.float().mean()})
 
-    def on_epoch_end(self, epoch, val_logits, val_labels) -> None:
+    def on_epoch_end(self, epoch: int, val_logits: np.ndarray, val_labels: np.ndarray) -> None:
         self._require_setup()
         marked = overconfident_classes(val_logits, val_labels, len(self.mix_classes))
         self.mix_classes = torch.from_numpy(marked).to(self.mix_classes.device)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         self._require_setup()
         return {"mix_classes": self.mix_classes.cpu().clone()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self._require_setup()
         marked = state["mix_classes"]
         self.require(

@@ -270,7 +270,24 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _first_line(obj: object) -> str:
+    """The first line of ``obj``'s docstring, escaped so that rich prints it as written."""
+    from rich.markup import escape
+
+    lines = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+    return escape(lines[0]) if lines else ""
+
+
+def _defaults(fields: dict) -> str:
+    from rich.markup import escape
+
+    return escape(", ".join(f"{k}={v!r}" for k, (_, v) in fields.items()))
+
+
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    from rich.markup import escape
+
+    from calibench.config import config_files
     from calibench.registry import BACKBONES, DATASETS, METHODS
 
     config, _, path = _setup(args)
@@ -278,15 +295,14 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         from calibench.method import method_fields
 
         for name in METHODS.names():
-            hp = ", ".join(f"{k}={v!r}" for k, (_, v) in method_fields(name).items())
-            doc = (METHODS.get(name).__doc__ or "").strip().splitlines()[0]
+            hp, doc = _defaults(method_fields(name)), _first_line(METHODS.get(name))
             console.print(f"[bold]{name}[/]({hp})\n    {doc}", highlight=False)
     elif args.what == "datasets":
         for name in DATASETS.names():
             spec = DATASETS.get(name)
             console.print(
                 f"[bold]{name}[/]: {spec.num_classes} classes, {spec.in_channels}x"
-                f"{spec.image_size}x{spec.image_size}. {spec.description}",
+                f"{spec.image_size}x{spec.image_size}. {escape(str(spec.description))}",
                 highlight=False,
             )
     elif args.what == "calibrators":
@@ -294,23 +310,20 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         from calibench.registry import CALIBRATORS
 
         for name in CALIBRATORS.names():
-            hp = ", ".join(f"{k}={v!r}" for k, (_, v) in calibrator_fields(name).items())
-            doc = (CALIBRATORS.get(name).__doc__ or "").strip().splitlines()[0]
+            hp, doc = _defaults(calibrator_fields(name)), _first_line(CALIBRATORS.get(name))
             console.print(f"[bold]{name}[/]({hp})\n    {doc}", highlight=False)
     elif args.what == "backbones":
         for name in BACKBONES.names():
-            doc = (BACKBONES.get(name).__doc__ or "").strip().splitlines()[0]
-            console.print(f"[bold]{name}[/]: {doc}", highlight=False)
+            console.print(f"[bold]{name}[/]: {_first_line(BACKBONES.get(name))}", highlight=False)
         console.print("[bold]timm/<name>[/]: any timm model, e.g. timm/resnet18", highlight=False)
     else:
-        console.print(f"presets of {path}", style="dim", highlight=False, markup=False)
+        files = " + ".join(str(p) for p in config_files(path))
+        console.print(f"presets of {files}", style="dim", highlight=False, markup=False)
         default = config.get("default_preset", "quick")
         for name, preset in sorted(config.get("presets", {}).items()):
             mark = " (default)" if name == default else ""
-            preset = preset if isinstance(preset, dict) else {}
-            console.print(
-                f"[bold]{name}[/]{mark}: {preset.get('description', '')}", highlight=False
-            )
+            about = escape(str(preset.get("description", "") if isinstance(preset, dict) else ""))
+            console.print(f"[bold]{escape(name)}[/]{mark}: {about}", highlight=False)
     return 0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from calibench.settings import Ge
+
 EXAMPLES = """\
 examples:
   calibench run                       # the default preset (quick: every method on digits)
@@ -33,13 +35,17 @@ def _ints(text: str) -> list[int]:
         ) from None
 
 
+POSITIVE = Ge(1)
+"""The rule of every count on the command line (epochs, batch sizes, bins, repeats)."""
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        value = None
+    if value is None or not POSITIVE.holds(value):
+        raise argparse.ArgumentTypeError(f"expected an integer {POSITIVE.rule()}, got {text!r}")
     return value
 
 
@@ -433,6 +439,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
         type=Path,
-        help="settings file (default ./benchmark.toml, else the packaged defaults; "
-        "`calibench init` writes a copy to edit)",
+        help="settings file, layered on the packaged defaults (default ./benchmark.toml if "
+        "there is one; `calibench init` writes a full copy to edit)",
     )
