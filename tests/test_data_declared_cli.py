@@ -70,23 +70,10 @@ def test_declared_imagefolder_trains_and_learns(colours, capsys):
     assert "warning: [datasets.colours]: root" in capsys.readouterr().out
 
 
-def _layers_on_the_packaged_defaults(tmp_path: Path) -> bool:
-    from calibench.config import Overrides, build_run_specs, find_config, load_config
-
-    config = load_config(find_config(None))
-    try:
-        build_run_specs(config, Overrides(datasets=["colours"], methods=["ce"]))
-    except Exception:
-        return False
-    return True
-
-
 def test_a_benchmark_toml_declaring_only_the_dataset_trains_and_learns(colours):
     """The settings file declares nothing but the dataset: presets and protocols come from the
-    packaged defaults (the settings layer's job, issue 21 item 2; skipped until it layers)."""
+    packaged defaults it layers on."""
     (colours / "benchmark.toml").write_text(DATASET)
-    if not _layers_on_the_packaged_defaults(colours):
-        pytest.skip("./benchmark.toml does not layer on the packaged defaults yet")
     train_and_check(colours)
 
 

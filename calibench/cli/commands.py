@@ -44,7 +44,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             datasets=args.datasets,
             backbones=args.backbones,
             seeds=args.seeds,
-            epochs=args.epochs or None,
+            epochs=args.epochs,
             ood=args.ood,
             sets=args.sets,
             data_root=args.data_root,
@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     device = resolve_device(args.device)
     gpus_per_run = distributed.processes_per_run(args.gpus_per_run, args.executor)
     check_data(specs, args)
-    if args.epochs == 0:
+    if any(spec.training.epochs == 0 for spec in specs):
         return store_pretrained(specs, args, console)
     store = Store(args.output)
     with distributed.process_group(device):
@@ -160,14 +160,16 @@ def cmd_metrics(args: argparse.Namespace, console: Console) -> int:
         return 0
     from rich.table import Table
 
+    from calibench.evaluation.metrics import METRIC_INFO
+
     table = Table(title=f"{args.logits.name}: {result['n_test']} samples, {args.n_bins} bins")
     table.add_column("metric")
     table.add_column("value", justify="right")
     if "temperature" in result:
         table.add_column(f"after TS (T={result['temperature']:.3g})", justify="right")
-    for name in ("acc", "nll", "brier", "ece", "adaece", "cece", "mce"):
+    for name, info in METRIC_INFO.items():
         cells = [result[name], *([result[f"{name}_ts"]] if "temperature" in result else [])]
-        percent = name not in ("nll", "brier")
+        percent = info.unit == "percent"
         table.add_row(
             f"{name} (%)" if percent else name,
             *[f"{100 * v:.2f}" if percent else f"{v:.4f}" for v in cells],
@@ -264,7 +266,24 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _first_line(obj: object) -> str:
+    """The first line of ``obj``'s docstring, escaped so that rich prints it as written."""
+    from rich.markup import escape
+
+    lines = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+    return escape(lines[0]) if lines else ""
+
+
+def _defaults(fields: dict) -> str:
+    from rich.markup import escape
+
+    return escape(", ".join(f"{k}={v!r}" for k, (_, v) in fields.items()))
+
+
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    from rich.markup import escape
+
+    from calibench.config import config_files
     from calibench.registry import BACKBONES, DATASETS, METHODS
 
     config, _, path = _setup(args)
@@ -272,15 +291,14 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         from calibench.method import method_fields
 
         for name in METHODS.names():
-            hp = ", ".join(f"{k}={v!r}" for k, (_, v) in method_fields(name).items())
-            doc = (METHODS.get(name).__doc__ or "").strip().splitlines()[0]
+            hp, doc = _defaults(method_fields(name)), _first_line(METHODS.get(name))
             console.print(f"[bold]{name}[/]({hp})\n    {doc}", highlight=False)
     elif args.what == "datasets":
         for name in DATASETS.names():
             spec = DATASETS.get(name)
             console.print(
                 f"[bold]{name}[/]: {spec.num_classes} classes, {spec.in_channels}x"
-                f"{spec.image_size}x{spec.image_size}. {spec.description}",
+                f"{spec.image_size}x{spec.image_size}. {escape(str(spec.description))}",
                 highlight=False,
             )
     elif args.what == "calibrators":
@@ -288,23 +306,20 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         from calibench.registry import CALIBRATORS
 
         for name in CALIBRATORS.names():
-            hp = ", ".join(f"{k}={v!r}" for k, (_, v) in calibrator_fields(name).items())
-            doc = (CALIBRATORS.get(name).__doc__ or "").strip().splitlines()[0]
+            hp, doc = _defaults(calibrator_fields(name)), _first_line(CALIBRATORS.get(name))
             console.print(f"[bold]{name}[/]({hp})\n    {doc}", highlight=False)
     elif args.what == "backbones":
         for name in BACKBONES.names():
-            doc = (BACKBONES.get(name).__doc__ or "").strip().splitlines()[0]
-            console.print(f"[bold]{name}[/]: {doc}", highlight=False)
+            console.print(f"[bold]{name}[/]: {_first_line(BACKBONES.get(name))}", highlight=False)
         console.print("[bold]timm/<name>[/]: any timm model, e.g. timm/resnet18", highlight=False)
     else:
-        console.print(f"presets of {path}", style="dim", highlight=False, markup=False)
+        files = " + ".join(str(p) for p in config_files(path))
+        console.print(f"presets of {files}", style="dim", highlight=False, markup=False)
         default = config.get("default_preset", "quick")
         for name, preset in sorted(config.get("presets", {}).items()):
             mark = " (default)" if name == default else ""
-            preset = preset if isinstance(preset, dict) else {}
-            console.print(
-                f"[bold]{name}[/]{mark}: {preset.get('description', '')}", highlight=False
-            )
+            about = escape(str(preset.get("description", "") if isinstance(preset, dict) else ""))
+            console.print(f"[bold]{escape(name)}[/]{mark}: {about}", highlight=False)
     return 0
 
 

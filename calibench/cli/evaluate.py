@@ -53,6 +53,11 @@ def store_pretrained(specs: Sequence[RunSpec], args: argparse.Namespace, console
     from calibench.evaluation.checkpoint import evaluate_pretrained
     from calibench.store.index import Store
 
+    if any(spec.training.epochs for spec in specs):
+        raise CalibenchError(
+            "epochs = 0 (weights evaluated untrained) and trained runs cannot share a command; "
+            "give one value of training.epochs."
+        )
     store = Store(args.output)
     templates = {(s.dataset, s.backbone, s.training, s.ood): s for s in specs}
     stored = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from calibench.settings import Ge
+
 EXAMPLES = """\
 examples:
   calibench run                       # the default preset (quick: every method on digits)
@@ -34,18 +36,18 @@ def _ints(text: str) -> list[int]:
         ) from None
 
 
+POSITIVE = Ge(1)
+"""The rule of every count on the command line (epochs, batch sizes, bins, repeats)."""
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        value = None
+    if value is None or not POSITIVE.holds(value):
+        raise argparse.ArgumentTypeError(f"expected an integer {POSITIVE.rule()}, got {text!r}")
     return value
-
-
-def _epochs(text: str) -> int:
-    return 0 if text.strip() == "0" else _positive_int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +96,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--seeds", type=_ints, help="comma-separated seeds, e.g. 0,1,2")
     run.add_argument(
         "--epochs",
-        type=_epochs,
+        type=int,
         help="epochs per run; lr milestones scale with it (0 with --set training.pretrained=true:"
         " store timm's pretrained weights as a run, untrained)",
     )
@@ -284,9 +286,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     evaluate = sub.add_parser(
         "evaluate",
         help="evaluate stored runs under dataset shift, or store weights as a run, no training",
-        description="--shift: store every complete run's logits on each corruption and severity\n"
-        "(`report` adds shift tables). --checkpoint FILE: store the state_dict of --backbone\n"
-        "trained on --dataset as a complete run of method `checkpoint`.",
+        description="--shift: store every complete run's logits on the corrupted test sets.\n"
+        "--checkpoint FILE: store a state_dict of --backbone on --dataset as a run.",
         epilog="examples:\n  calibench evaluate --shift cifar10-c --output results\n"
         "  calibench evaluate --shift corrupt --corruptions gaussian_noise,contrast\n"
         "  calibench evaluate --checkpoint weights.pt --backbone resnet50 --dataset cifar10\n",
@@ -444,6 +445,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
         type=Path,
-        help="settings file (default ./benchmark.toml, else the packaged defaults; "
-        "`calibench init` writes a copy to edit)",
+        help="settings file, layered on the packaged defaults (default ./benchmark.toml if "
+        "there is one; `calibench init` writes a full copy to edit)",
     )
