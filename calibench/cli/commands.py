@@ -183,23 +183,10 @@ def cmd_metrics(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
-    import json
-    from functools import partial
-
-    from rich.table import Table
-
-    from calibench.bench.steps import (
-        bench_methods,
-        compare_with_reference,
-        comparison_document,
-        comparison_table,
-        write_comparison,
-    )
     from calibench.config import expand_methods
     from calibench.device import resolve_device
     from calibench.models import check_backbone_name
     from calibench.registry import DATASETS
-    from calibench.training import fast_path
 
     _setup(args)
     methods = expand_methods(args.methods or ["*"])
@@ -207,26 +194,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     check_backbone_name(args.backbone)
     device = resolve_device(args.device)
     if args.against:
-        comparison = compare_with_reference(
-            methods,
-            args.dataset,
-            args.backbone,
-            args.batch_size,
-            args.steps,
-            args.blocks,
-            device,
-            precision=args.precision,
-            num_workers=args.num_workers,
-            data_root=args.data_root,
-            peak_tflops=args.peak_tflops,
-            on_row=partial(write_comparison, path=args.output) if args.output else None,
-            fast=fast_path.parse(args.fast, device),
-        )
-        if args.json:
-            print(json.dumps(comparison_document(comparison), indent=2))
-        else:
-            console.print(comparison_table(comparison))
-        return 0
+        return _bench_against_reference(args, methods, device, console)
     only_against = (
         ("--json", args.json),
         ("--output", args.output),
@@ -238,33 +206,50 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     given = [flag for flag, value in only_against if value not in (None, False)]
     if given:
         raise CalibenchError(f"{', '.join(given)} only apply with --against reference.")
+    from calibench.bench.steps import bench_methods
+    from calibench.bench.tables import bench_table
+
     rows = bench_methods(methods, args.dataset, args.backbone, args.batch_size, args.steps, device)
-    base = next((r for r in rows if r.method == "ce"), rows[0])
-    table = Table(
-        title=f"ms per training step: {args.backbone} on {args.dataset}-shaped batches "
+    title = (
+        f"ms per training step: {args.backbone} on {args.dataset}-shaped batches "
         f"of {args.batch_size}, {device}, median of {args.steps} steps"
     )
-    for column in (
-        "method",
-        "forward calls",
-        "images through model / batch",
-        "step",
-        "model fwd/bwd + optimiser",
-        "method's loss work",
-        f"step / {base.method} step",
-    ):
-        table.add_column(column, justify="left" if column == "method" else "right")
-    for r in rows:
-        table.add_row(
-            r.method,
-            str(r.forward_passes),
-            f"{r.samples_per_input:.0f}x",
-            f"{r.step_ms:.2f}",
-            f"{r.model_ms:.2f}",
-            f"{r.loss_ms:.2f}",
-            f"{r.step_ms / base.step_ms:.2f}x",
-        )
-    console.print(table)
+    console.print(bench_table(rows, title))
+    return 0
+
+
+def _bench_against_reference(args: argparse.Namespace, methods, device, console: Console) -> int:
+    """``bench --against reference``: the comparison as a table, or JSON (``--json``), saved
+    after each method with ``--output``."""
+    from functools import partial
+
+    from calibench.bench.compare import (
+        compare_with_reference,
+        comparison_document,
+        write_comparison,
+    )
+    from calibench.bench.tables import comparison_table
+    from calibench.training import fast_path
+
+    comparison = compare_with_reference(
+        methods,
+        args.dataset,
+        args.backbone,
+        args.batch_size,
+        args.steps,
+        args.blocks,
+        device,
+        precision=args.precision,
+        num_workers=args.num_workers,
+        data_root=args.data_root,
+        peak_tflops=args.peak_tflops,
+        on_row=partial(write_comparison, path=args.output) if args.output else None,
+        fast=fast_path.parse(args.fast, device),
+    )
+    if args.json:
+        print(json.dumps(comparison_document(comparison), indent=2))
+    else:
+        console.print(comparison_table(comparison))
     return 0
 
 
@@ -396,5 +381,3 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-
-

@@ -43,6 +43,9 @@ class RichProgress:
             status="",
         )
 
+    def batch(self, total: int, step: int, images: int) -> None:
+        pass
+
     def epoch(self, row: dict[str, Any]) -> None:
         if self._progress is not None:
             status = f"loss {row['loss']:.3f}  val acc {100 * row['val_acc']:.1f}%"
