@@ -26,32 +26,34 @@ def _setup(args: argparse.Namespace) -> tuple[dict, list[Path], Path]:
     return config, dirs, path
 
 
+def _overrides(args: argparse.Namespace):
+    """The selection flags (and, for ``run``, the data and device flags) as config overrides."""
+    from calibench.config import Overrides
+
+    return Overrides(
+        preset=args.preset,
+        methods=args.methods,
+        datasets=args.datasets,
+        backbones=args.backbones,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        ood=getattr(args, "ood", None),
+        sets=args.sets,
+        data_root=getattr(args, "data_root", None),
+        download=getattr(args, "download", False),
+        device=getattr(args, "device", "auto"),
+    )
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from calibench.cli.display import RichProgress, print_outcomes
-    from calibench.config import Overrides, build_run_specs
+    from calibench.cli.display import print_outcomes
+    from calibench.config import build_run_specs
     from calibench.device import resolve_device
     from calibench.store.index import Store
     from calibench.training import distributed
-    from calibench.training.executors import run_local, run_processes, run_slurm, visible_gpus
 
     config, dirs, _ = _setup(args)
-    specs = build_run_specs(
-        config,
-        Overrides(
-            preset=args.preset,
-            methods=args.methods,
-            datasets=args.datasets,
-            backbones=args.backbones,
-            seeds=args.seeds,
-            epochs=args.epochs,
-            ood=args.ood,
-            sets=args.sets,
-            data_root=args.data_root,
-            download=args.download,
-            device=args.device,
-        ),
-    )
-    device = resolve_device(args.device)
+    specs = build_run_specs(config, _overrides(args))
     gpus_per_run = distributed.processes_per_run(args.gpus_per_run, args.executor)
     if args.shift:
         from calibench.shift import check_shift
@@ -59,31 +61,83 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         for spec in specs:
             check_shift(args.shift, spec.dataset)
     store = Store(args.output)
+    if args.dry_run:
+        return _dry_run(specs, store, args, console)
+    device = resolve_device(args.device)
     with distributed.process_group(device):
         if not distributed.is_main():
             console = Console(quiet=True)
         console.print(f"{len(specs)} runs -> {store.root}", highlight=False, markup=False)
-        progress = RichProgress(console, len(specs))
-        if args.log == "tensorboard":
-            from calibench.training.tensorboard import TensorBoardProgress
-
-            progress = TensorBoardProgress(progress, store)
-        retry = args.retry_failed
-        if args.executor == "slurm":
-            slurm = dict(config.get("slurm", {}))
-            outcomes = run_slurm(
-                specs, store, dirs, slurm, args.force, retry_failed=retry, gpus_per_run=gpus_per_run
-            )
-        elif args.executor == "processes":
-            devices = args.devices or visible_gpus()
-            outcomes = run_processes(
-                specs, store, devices, dirs, args.force, progress, retry, args.runs_per_device
-            )
-        else:
-            outcomes = run_local(specs, store, args.force, progress, retry)
+        progress = _progress(specs, store, args, console)
+        try:
+            outcomes = _execute(specs, store, dirs, config, args, progress, gpus_per_run)
+        finally:
+            progress.close()
     if args.shift and distributed.is_main():
         _evaluate_shift(store, [o.spec for o in outcomes], args, console)
     return print_outcomes(outcomes, console)
+
+
+def _progress(specs, store, args: argparse.Namespace, console: Console):
+    """The sweep's progress display, its first time estimates from the store's measured
+    epochs, wrapped for TensorBoard with ``--log tensorboard``."""
+    from calibench.cli.display import RichProgress
+    from calibench.cli.plan import EpochTimes, plan_runs, stored_rows
+
+    rows = stored_rows(store)
+    planned = plan_runs(specs, rows, args.force, args.retry_failed)
+    progress = RichProgress(console, planned, EpochTimes.from_store(store, rows))
+    if args.log == "tensorboard":
+        from calibench.training.tensorboard import TensorBoardProgress
+
+        return TensorBoardProgress(progress, store)
+    return progress
+
+
+def _execute(specs, store, dirs, config, args: argparse.Namespace, progress, gpus_per_run: int):
+    """Train ``specs`` with the chosen executor; returns their outcomes."""
+    from calibench.training.executors import run_local, run_processes, run_slurm, visible_gpus
+
+    retry = args.retry_failed
+    if args.executor == "slurm":
+        slurm = dict(config.get("slurm", {}))
+        return run_slurm(
+            specs, store, dirs, slurm, args.force, retry_failed=retry, gpus_per_run=gpus_per_run
+        )
+    if args.executor == "processes":
+        devices = args.devices or visible_gpus()
+        return run_processes(
+            specs, store, devices, dirs, args.force, progress, retry, args.runs_per_device
+        )
+    return run_local(specs, store, args.force, progress, retry)
+
+
+def _dry_run(specs, store, args: argparse.Namespace, console: Console) -> int:
+    """``run --dry-run``: the runs the command would train, resume or skip, and their cost;
+    nothing is written (no folder, no index)."""
+    from calibench.cli.display import print_plan
+    from calibench.cli.plan import (
+        EpochTimes,
+        no_index_note,
+        plan_runs,
+        stored_rows,
+        training_images,
+    )
+
+    rows = stored_rows(store)
+    planned = plan_runs(specs, rows, args.force, args.retry_failed)
+    images = training_images(specs, rows)
+    print_plan(planned, console, images, EpochTimes.from_store(store, rows))
+    note = no_index_note(store)
+    if note:
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    console.print(
+        f"dry run: nothing was trained or written ({store.root})",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    return 0
 
 
 def _evaluate_shift(store, specs, args: argparse.Namespace, console: Console) -> None:
@@ -162,23 +216,10 @@ def cmd_metrics(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps(strict_json(result), sort_keys=True))
         return 0
-    from rich.table import Table
+    from calibench.cli.display import print_metrics
 
-    table = Table(title=f"{args.logits.name}: {result['n_test']} samples, {args.n_bins} bins")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    if "temperature" in result:
-        table.add_column(f"after TS (T={result['temperature']:.3g})", justify="right")
-    for name in ("acc", "nll", "brier", "ece", "adaece", "cece", "mce"):
-        cells = [result[name], *([result[f"{name}_ts"]] if "temperature" in result else [])]
-        percent = name not in ("nll", "brier")
-        table.add_row(
-            f"{name} (%)" if percent else name,
-            *[f"{100 * v:.2f}" if percent else f"{v:.4f}" for v in cells],
-        )
-    console.print(table)
-    for key in sorted(k for k in result if k.startswith("ood_")):
-        console.print(f"{key}: {result[key]:.4f}", highlight=False)
+    title = f"{args.logits.name}: {result['n_test']} samples, {args.n_bins} bins"
+    print_metrics(result, title, console)
     return 0
 
 
@@ -338,7 +379,28 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     store = Store(args.output)
     if args.rebuild:
         console.print(f"indexed {store.rebuild_index()} runs from the run folders")
+    if any(getattr(args, name) for name in SELECTION):
+        return _status_of_selection(store, args, console)
     print_status(store.runs(), console)
+    return 0
+
+
+SELECTION = ("preset", "methods", "datasets", "backbones", "seeds", "epochs", "sets")
+"""The selection flags of ``run`` that ``status`` takes too."""
+
+
+def _status_of_selection(store, args: argparse.Namespace, console: Console) -> int:
+    """``status`` with selection flags: every run of that sweep, stored or pending."""
+    from calibench.cli.display import print_plan
+    from calibench.cli.plan import no_index_note, plan_runs, stored_rows
+    from calibench.config import build_run_specs
+
+    config, _, _ = _setup(args)
+    specs = build_run_specs(config, _overrides(args))
+    print_plan(plan_runs(specs, stored_rows(store), False, False), console)
+    note = no_index_note(store)
+    if note:
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     return 0
 
 

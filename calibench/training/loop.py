@@ -138,7 +138,7 @@ def prepare(spec: RunSpec) -> Prepared:
     method = get_method(spec.method, **spec.hparams)
     rank = distributed.rank()
     method.seed(distributed.method_seed(spec.seed + 1, rank))
-    method.setup(TrainingSetup(len(data.train), dataset.num_classes))
+    method.setup(TrainingSetup(len(data.train), dataset.num_classes, distributed.sum_collective()))
     generator = torch.Generator().manual_seed(spec.seed + 2)
     if rank > 0:
         torch.manual_seed(distributed.method_seed(spec.seed, rank))
