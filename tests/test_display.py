@@ -159,3 +159,13 @@ def test_a_resumed_run_counts_only_its_remaining_epochs():
 def test_durations_read_as_hours_minutes_seconds():
     assert duration(None) == "-"
     assert duration(3725.4) == "1:02:05"
+
+
+def test_runs_finished_in_worker_processes_teach_the_clock_their_epoch_time():
+    a, b = spec("ce", epochs=4), spec("ce", seed=1, epochs=4)
+    out = io.StringIO()
+    planned = [PlannedRun(a, "pending", "train"), PlannedRun(b, "pending", "train")]
+    progress = RichProgress(Console(file=out, force_terminal=False), planned)
+    progress.finish(a, {"acc": 0.9, "ece": 0.03, "ece_ts": 0.02, "temperature": 1.2}, 8.0)
+    assert progress.clock.sweep_left() == 8.0
+    assert out.getvalue().rstrip().endswith("8.0s; 1/2 runs, sweep ETA 0:00:08")

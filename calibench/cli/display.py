@@ -89,7 +89,7 @@ class RichProgress:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
-                TextColumn("{task.fields[info]}"),
+                TextColumn("{task.fields[info]}", markup=False),
                 console=self.console,
                 transient=True,
             )
@@ -158,18 +158,25 @@ class RichProgress:
         self.clock.ended(spec)
         self.done += 1
         self._spec = None
-        if self._progress is not None:
-            if self._run is not None:
-                self._progress.remove_task(self._run)
-                self._run = None
-            self._progress.update(self._sweep, completed=self.done, info=self._sweep_info())
+        if not self.live:
+            return
+        bars = self._bars()
+        if self._run is not None:
+            bars.remove_task(self._run)
+            self._run = None
+        bars.update(self._sweep, completed=self.done, info=self._sweep_info())
 
     def finish(self, spec: RunSpec, metrics: dict[str, Any], seconds: float) -> None:
+        if self._spec is None or self._spec.run_id != spec.run_id:
+            # trained elsewhere (a worker process): its time per epoch is all there is to learn
+            epochs = self.clock.to_go.get(spec.run_id) or spec.training.epochs
+            self.clock.times.add(spec, [seconds / epochs])
         self._ended(spec)
+        sweep = "" if self.live else f"; {self._sweep_info()}"
         self._say(
             f"done {self.label(spec)}: acc {100 * metrics['acc']:.2f}%  "
             f"ECE {100 * metrics['ece']:.2f}%  ECE(TS) {100 * metrics['ece_ts']:.2f}% "
-            f"(T={metrics['temperature']:.1f})  {seconds:.1f}s"
+            f"(T={metrics['temperature']:.1f})  {seconds:.1f}s{sweep}"
         )
 
     def skip(self, spec: RunSpec, reason: str) -> None:
