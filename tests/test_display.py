@@ -3,6 +3,7 @@ from measured epochs, live bars on a terminal and one line per epoch elsewhere."
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
@@ -169,3 +170,27 @@ def test_runs_finished_in_worker_processes_teach_the_clock_their_epoch_time():
     progress.finish(a, {"acc": 0.9, "ece": 0.03, "ece_ts": 0.02, "temperature": 1.2}, 8.0)
     assert progress.clock.sweep_left() == 8.0
     assert out.getvalue().rstrip().endswith("8.0s; 1/2 runs, sweep ETA 0:00:08")
+
+
+def test_settings_that_differ_between_datasets_do_not_name_a_run():
+    cifar = dataclasses.replace(spec(epochs=200), dataset="cifar10")
+    digits = spec(epochs=4)
+    labels = run_labels([cifar, digits])
+    assert labels[cifar.run_id] == "ce / cifar10 / small_cnn / seed 0"
+    assert labels[digits.run_id] == "ce / digits / small_cnn / seed 0"
+
+
+def test_status_names_the_settings_of_grid_runs():
+    import json
+
+    from calibench.cli.display import print_status
+
+    runs = [spec("focal", epochs=2, gamma=g) for g in (1.0, 3.0)] + [spec("ce", epochs=2)]
+    stored = {"status": "complete", "epoch": 2, "epochs": 2, "started": 0.0}
+    rows = [{**r.keys(), **stored, "config": json.dumps(r.to_dict())} for r in runs]
+    out = io.StringIO()
+    print_status(rows, Console(file=out, width=200))
+    lines = out.getvalue().splitlines()
+    assert any("focal" in line and "gamma=1.0" in line for line in lines)
+    assert any("focal" in line and "gamma=3.0" in line for line in lines)
+    assert "3 complete" in lines[-1]

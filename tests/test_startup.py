@@ -110,3 +110,15 @@ def test_public_face_exports_the_plugin_api():
         assert getattr(calibench, name) is not None and name in dir(calibench)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         calibench.nope  # noqa: B018
+
+
+def test_shift_names_are_checked_when_given(capsys):
+    from calibench.cli import main
+    from calibench.shift import SHIFTS
+
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--shift", "nope"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'nope'" in err
+    assert all(repr(name) in err for name in SHIFTS)

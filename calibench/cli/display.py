@@ -8,6 +8,7 @@ logs show progress. Times left come from measured epoch times (:class:`SweepCloc
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-from calibench.cli.plan import EpochTimes, PlannedRun, SweepClock, run_labels
+from calibench.cli.plan import EpochTimes, PlannedRun, SweepClock, run_labels, varying_settings
 from calibench.spec import RunSpec
 
 REFRESH_SECONDS = 0.2
@@ -236,34 +237,30 @@ def print_outcomes(outcomes: list[Any], console: Console) -> int:
 
 
 def print_status(rows: list[dict[str, Any]], console: Console) -> None:
-    """One line per run of a store: status, epochs done, elapsed time of running runs and the
-    error of failed ones."""
-    import time
-
+    """One line per run of a store: status, epochs done, the settings that tell grid runs apart,
+    elapsed time of running runs and the error of failed ones."""
     from rich.table import Table
 
+    varying = varying_settings(RunSpec.from_dict(json.loads(r["config"])) for r in rows)
+    shown = {k: ", ".join(f"{n}={v}" for n, v in s.items()) for k, s in varying.items()}
+    columns = ["status", "method", "dataset", "backbone", "seed", "epoch", "note"]
+    if any(shown.values()):
+        columns.insert(5, "settings")
     table = Table(title="runs", title_justify="left")
-    for column in ("status", "method", "dataset", "backbone", "seed", "epoch", "note"):
-        table.add_column(column, no_wrap=column != "note")
+    for column in columns:
+        table.add_column(column, no_wrap=column not in ("note", "settings"))
     for row in rows:
         note = row.get("error") or ""
         if row["status"] == "running":
             note = f"{row.get('owner')}, {time.time() - row['started']:.0f}s since start"
         done = row.get("epoch")
-        table.add_row(
-            *(
-                escape(str(v))
-                for v in (
-                    row["status"],
-                    row["method"],
-                    row["dataset"],
-                    row["backbone"],
-                    row["seed"],
-                    f"{done if done is not None else '-'}/{row['epochs']}",
-                    note,
-                )
-            )
-        )
+        cells = {
+            **row,
+            "epoch": f"{done if done is not None else '-'}/{row['epochs']}",
+            "settings": shown.get(row["run_id"], ""),
+            "note": note,
+        }
+        table.add_row(*(escape(str(cells[c])) for c in columns))
     _print_wide(table, console)
     counts: dict[str, int] = {}
     for row in rows:

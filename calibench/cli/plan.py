@@ -103,25 +103,27 @@ def no_index_note(store: Store) -> str | None:
 
 
 def varying_settings(specs: Iterable[RunSpec]) -> dict[str, dict[str, Any]]:
-    """Run id -> the settings that tell it apart from the sweep's other runs of the same
-    method: the method's hyperparameters whose values differ between those runs (a ``--set``
-    grid, an ablation) and the training settings that differ across the sweep (as
-    ``training.<name>``). Empty for a run nothing varies in."""
-    specs = list(specs)
-    by_method: dict[str, list[RunSpec]] = {}
+    """Run id -> the settings that tell it apart from the sweep's other runs of the same method,
+    dataset and backbone: the hyperparameters and the training settings (as
+    ``training.<name>``) whose values differ between those runs (a ``--set`` grid, an
+    ablation). Empty for a run nothing varies in."""
+    groups: dict[tuple[str, str, str], list[RunSpec]] = {}
     for spec in specs:
-        by_method.setdefault(spec.method, []).append(spec)
-    names = [f.name for f in fields(Training)]
-    training = [n for n in names if len({repr(getattr(s.training, n)) for s in specs}) > 1]
+        groups.setdefault((spec.method, spec.dataset, spec.backbone), []).append(spec)
     out: dict[str, dict[str, Any]] = {}
-    for group in by_method.values():
-        keys = sorted({k for s in group for k in s.hparams})
-        hparams = [k for k in keys if len({repr(s.hparams.get(k)) for s in group}) > 1]
-        for spec in group:
-            shown = {k: spec.hparams.get(k) for k in hparams}
-            shown.update({f"training.{n}": getattr(spec.training, n) for n in training})
-            out[spec.run_id] = shown
+    for group in groups.values():
+        settings = [_settings(spec) for spec in group]
+        keys = list(dict.fromkeys(k for shown in settings for k in shown))
+        varying = [k for k in keys if len({repr(shown.get(k)) for shown in settings}) > 1]
+        for spec, shown in zip(group, settings, strict=True):
+            out[spec.run_id] = {k: shown.get(k) for k in varying}
     return out
+
+
+def _settings(spec: RunSpec) -> dict[str, Any]:
+    """A run's hyperparameters and its training settings (``training.<name>``)."""
+    training = {f"training.{f.name}": getattr(spec.training, f.name) for f in fields(Training)}
+    return {**dict(sorted(spec.hparams.items())), **training}
 
 
 def run_labels(specs: Iterable[RunSpec]) -> dict[str, str]:
