@@ -1,8 +1,11 @@
 """benchmark.toml + command-line flags -> validated run specs.
 
-Settings are layered, later layers winning: ``[training]`` (the RankMixup CIFAR protocol,
-docs/protocol.md, "Training") < ``[datasets.<name>]`` (the dataset's own protocol, default
-backbone and method hyperparameters) < ``[presets.<name>]`` < command-line flags.
+Settings files layer: the packaged benchmark.toml holds the defaults, and a user's file
+(./benchmark.toml or ``--config FILE``) is merged on top of it table by table, key by key (a
+table merges into a table; a list or a scalar replaces), so a user's file holds only what it
+changes. Within the merged settings, later layers win: ``[training]`` (the RankMixup CIFAR
+protocol, docs/protocol.md, "Training") < ``[datasets.<name>]`` (the dataset's own protocol,
+default backbone and method hyperparameters) < ``[presets.<name>]`` < command-line flags.
 Learning-rate milestones are fractions of the epoch count, so ``--epochs`` rescales the schedule.
 """
 
@@ -16,16 +19,8 @@ from typing import Any
 
 from calibench.errors import CalibenchError
 from calibench.registry import DATASETS, METHODS
-from calibench.settings import coerce
-from calibench.spec import (
-    MAX_BINS,
-    MAX_EPOCHS,
-    MAX_SEED,
-    TRAINING_KEYS,
-    TRAINING_TYPES,
-    RunSpec,
-    Training,
-)
+from calibench.settings import check_values
+from calibench.spec import SEED_RANGE, TRAINING_KEYS, RunSpec, Training
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,6 +30,16 @@ else:  # pragma: no cover
 CONFIG_NAME = "benchmark.toml"
 DEFAULT_CONFIG = Path(__file__).resolve().parent / CONFIG_NAME
 """The packaged default settings; ``calibench init`` copies them to ./benchmark.toml."""
+
+TABLES = ("datasets", "plugins", "presets", "slurm", "training")
+"""The tables of a settings file; besides them it may hold only ``default_preset``."""
+PRESET_KEYS = {"description", "methods", "datasets", "backbones", "seeds", "ood", "vary"}
+DATASET_KEYS = {"backbone", "description"}
+SECTION_KEYS = {
+    "presets": PRESET_KEYS | {"hparams"},
+    "datasets": DATASET_KEYS | {"hparams"},
+}
+"""The keys of a ``[presets.<name>]`` / ``[datasets.<name>]`` table besides training settings."""
 
 
 @dataclass
@@ -55,8 +60,8 @@ class Overrides:
 
 
 def find_config(path: Path | None = None) -> Path:
-    """The settings file, found as pytest and ruff find theirs: ``path`` (``--config``) if
-    given, else ./benchmark.toml in the working directory, else the packaged defaults."""
+    """The user's settings file, found as pytest and ruff find theirs: ``path`` (``--config``)
+    if given, else ./benchmark.toml in the working directory, else the packaged defaults."""
     if path is not None:
         if not Path(path).is_file():
             raise CalibenchError(
@@ -68,27 +73,108 @@ def find_config(path: Path | None = None) -> Path:
     return local if local.is_file() else DEFAULT_CONFIG
 
 
-def load_config(path: Path) -> dict[str, Any]:
-    """Parse a benchmark.toml, turning syntax errors into one clear message."""
+def config_files(path: Path) -> list[Path]:
+    """The files whose settings :func:`load_config` layers, lowest first: the packaged defaults,
+    then ``path`` unless it is that same file."""
+    if Path(path).resolve() == DEFAULT_CONFIG.resolve():
+        return [DEFAULT_CONFIG]
+    return [DEFAULT_CONFIG, Path(path)]
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse one settings file, turning every way it can be unreadable into one clear message."""
     try:
         with open(path, "rb") as fh:
-            config = tomllib.load(fh)
+            return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise CalibenchError(f"{path} is not valid TOML: {exc}. Fix the file and retry.") from None
+    except UnicodeDecodeError as exc:
+        raise CalibenchError(
+            f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded). TOML files are "
+            "UTF-8: save it with that encoding and retry."
+        ) from None
+    except RecursionError:
+        raise CalibenchError(f"{path} nests arrays or tables too deeply to read.") from None
     except OSError as exc:
         raise CalibenchError(f"cannot read {path}: {exc.strerror}.") from None
-    for key in ("presets", "datasets", "training", "plugins"):
+
+
+def _unknown(keys: Any, valid: set[str]) -> str:
+    return ", ".join(repr(k) for k in sorted(set(keys) - valid))
+
+
+def _check_sections(config: dict[str, Any], path: Path) -> None:
+    """Every ``[presets.<name>]`` and ``[datasets.<name>]`` is a table of known keys."""
+    training = ", ".join(sorted(TRAINING_KEYS))
+    for section, keys in SECTION_KEYS.items():
+        for name, table in config.get(section, {}).items():
+            if not isinstance(table, dict):
+                raise CalibenchError(f"{path}: [{section}.{name}] must be a table.")
+            unknown = _unknown(table, keys | TRAINING_KEYS)
+            if unknown:
+                raise CalibenchError(
+                    f"{path}: [{section}.{name}] has unknown settings {unknown}. Valid: "
+                    f"{', '.join(sorted(keys))}, or a training setting ({training})."
+                )
+
+
+def check_layout(config: dict[str, Any], path: Path) -> None:
+    """The names of one settings file: known top-level tables of known keys, each a table."""
+    unknown = _unknown(config, {"default_preset", *TABLES})
+    if unknown:
+        tables = ", ".join(f"[{t}]" for t in TABLES)
+        raise CalibenchError(
+            f"{path}: unknown top-level names {unknown}. Valid: {tables} and default_preset."
+        )
+    for key in TABLES:
         if key in config and not isinstance(config[key], dict):
             raise CalibenchError(f"{path}: [{key}] must be a table.")
+    for table, valid in (("training", TRAINING_KEYS), ("plugins", {"paths"})):
+        unknown = _unknown(config.get(table, {}), valid)
+        if unknown:
+            raise CalibenchError(
+                f"{path}: [{table}] has unknown settings {unknown}. "
+                f"Valid: {', '.join(sorted(valid))}."
+            )
+    _check_sections(config, path)
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` layered on ``base``: tables merge key by key, recursively; any other value of
+    ``over`` (a list, a scalar) replaces the one in ``base``."""
+    out = dict(base)
+    for key, value in over.items():
+        below = out.get(key)
+        both_tables = isinstance(below, dict) and isinstance(value, dict)
+        out[key] = merge(below, value) if both_tables else value  # type: ignore[arg-type]
+    return out
+
+
+def _own_plugin_paths(config: dict[str, Any], path: Path) -> None:
+    """Make ``[plugins] paths`` absolute, relative to the folder of the file that names them."""
+    if config.get("plugins", {}).get("paths"):
+        config["plugins"]["paths"] = [str(p) for p in plugin_dirs(config, path)]
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """The settings of ``path`` layered on the packaged defaults (:func:`config_files`), each
+    file parsed and its names checked on its own, so a message names the file at fault."""
+    config: dict[str, Any] = {}
+    for file in config_files(path):
+        layer = read_toml(file)
+        check_layout(layer, file)
+        _own_plugin_paths(layer, file)
+        config = merge(config, layer)
     return config
 
 
 def plugin_dirs(config: dict[str, Any], config_path: Path) -> list[Path]:
-    """``[plugins] paths`` of the config, relative to the config file's folder."""
+    """``[plugins] paths`` of the config; a relative one is relative to ``config_path``'s folder
+    (:func:`load_config` has made those of its files absolute)."""
     paths = config.get("plugins", {}).get("paths", [])
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
         raise CalibenchError(f"{config_path}: [plugins] paths must be a list of folder names.")
-    return [(config_path.parent / p).expanduser() for p in paths]
+    return [config_path.parent / Path(p).expanduser() for p in paths]
 
 
 def _parse_value(raw: str) -> list[Any]:
@@ -162,45 +248,23 @@ def expand_methods(names: list[str]) -> list[str]:
 
 
 def _training(layers: list[tuple[str, dict[str, Any]]]) -> Training:
+    """The training settings of the layers, later layers winning; every bad value of every
+    layer is one message naming the layer."""
     values: dict[str, Any] = {}
+    problems: list[str] = []
     for where, layer in layers:
-        for key, value in layer.items():
-            if key not in TRAINING_KEYS:
-                raise CalibenchError(
-                    f"{where}: unknown training setting {key!r}. "
-                    f"Valid: {', '.join(sorted(TRAINING_KEYS))}."
-                )
-            values[key] = coerce(value, TRAINING_TYPES[key][0], f"{where}: training setting {key}")
-    training = Training(**values)
-    _check_training(training)
-    return training
-
-
-def _check_training(t: Training) -> None:
-    """Range checks of the training settings, all problems in one message."""
-    rules = [
-        (t.epochs >= 1, f"epochs must be >= 1 (got {t.epochs})"),
-        (
-            all(0 < m <= 1 for m in t.milestones),
-            f"milestones are fractions of the epochs in (0, 1] (got {list(t.milestones)})",
-        ),
-        (0 < t.lr_decay <= 1, f"lr_decay must be in (0, 1] (got {t.lr_decay})"),
-        (t.lr > 0, f"lr must be > 0 (got {t.lr})"),
-        (0 <= t.momentum < 1, f"momentum must be in [0, 1) (got {t.momentum})"),
-        (t.weight_decay >= 0, f"weight_decay must be >= 0 (got {t.weight_decay})"),
-        (t.batch_size >= 1, f"batch_size must be >= 1 (got {t.batch_size})"),
-        (t.eval_batch_size >= 1, f"eval_batch_size must be >= 1 (got {t.eval_batch_size})"),
-        (t.grad_clip >= 0, f"grad_clip must be >= 0, 0 turning clipping off (got {t.grad_clip})"),
-        (t.split_seed >= 0, f"split_seed must be >= 0 (got {t.split_seed})"),
-        (
-            1 <= t.n_bins <= MAX_BINS,
-            f"n_bins must be in [1, {MAX_BINS}] (got {t.n_bins})",
-        ),
-        (t.epochs <= MAX_EPOCHS, f"epochs must be <= {MAX_EPOCHS} (got {t.epochs})"),
-    ]
-    problems = [message for ok, message in rules if not ok]
+        unknown = _unknown(layer, TRAINING_KEYS)
+        if unknown:
+            raise CalibenchError(
+                f"{where}: unknown training setting {unknown}. "
+                f"Valid: {', '.join(sorted(TRAINING_KEYS))}."
+            )
+        coerced, bad = check_values(Training, layer.items(), f"{where}: training setting ")
+        values.update(coerced)
+        problems += bad
     if problems:
-        raise CalibenchError("bad training settings: " + "; ".join(problems) + ".")
+        raise CalibenchError("; ".join(problems) + ".")
+    return Training(**values)
 
 
 def _table(config: dict[str, Any], *keys: str) -> dict[str, Any]:
@@ -221,10 +285,6 @@ def _split_layer(
     for method in hparams:
         METHODS.get(method)
     return training, hparams
-
-
-PRESET_KEYS = {"description", "methods", "datasets", "backbones", "seeds", "ood", "vary"}
-DATASET_KEYS = {"backbone", "description"}
 
 
 def _check_ood_shapes(datasets: list[str], ood: list[str]) -> None:
@@ -269,10 +329,10 @@ def _seeds(overrides: Overrides, preset: dict[str, Any], where: str) -> list[int
         else (preset.get("seeds", [0]), f"{where}: seeds")
     )
     if not isinstance(seeds, list) or not all(
-        isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds
+        isinstance(s, int) and not isinstance(s, bool) and SEED_RANGE.holds(s) for s in seeds
     ):
         raise CalibenchError(
-            f"{where} must be a list of integers in [0, {MAX_SEED}], got {seeds!r}."
+            f"{where} must be a list of integers {SEED_RANGE.rule()}, got {seeds!r}."
         )
     return seeds
 

@@ -35,7 +35,7 @@ from torch import nn
 
 from calibench.errors import CalibenchError
 from calibench.registry import METHODS
-from calibench.settings import build_settings, dataclass_registrar, field_types
+from calibench.settings import build_settings, check_fields, dataclass_registrar, field_types
 
 
 @dataclass
@@ -71,7 +71,9 @@ class TrainingSetup:
 
 class Method:
     """Base class of every training method. Subclasses are dataclasses whose fields are the
-    hyperparameters; they override :meth:`loss` and, for constraints, :meth:`validate`.
+    hyperparameters, each annotated with its type and range (``alpha: Annotated[float, Gt(0)]``,
+    :mod:`calibench.settings`); they override :meth:`loss` and, for a constraint that is not a
+    range of one field, :meth:`validate`.
 
     Randomness (mixing coefficients, permutations) must come from :attr:`rng`, which the trainer
     seeds from the run seed, so runs are reproducible and resumable.
@@ -88,10 +90,12 @@ class Method:
     _rng: np.random.Generator | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self, f"method {self.name}")
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`CalibenchError` (through :meth:`require`) for invalid hyperparameters."""
+        """Raise :class:`CalibenchError` (through :meth:`require`) for invalid hyperparameters
+        beyond the ranges of the annotations, which are checked before (default: none)."""
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:
         """The training objective of one batch. A method with ``uses_indices = True`` defines
@@ -133,10 +137,12 @@ class Method:
         """Reset the method's random stream (called by the trainer with the run seed)."""
         self._rng = np.random.default_rng(seed)
 
-    def rng_state(self) -> dict:
-        return self.rng.bit_generator.state
+    def rng_state(self) -> dict[str, Any]:
+        """The random stream's state, for the checkpoint."""
+        return dict(self.rng.bit_generator.state)
 
-    def set_rng_state(self, state: dict) -> None:
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`rng_state`'s output."""
         self.rng.bit_generator.state = state
 
     def sample_lambda(self, alpha: float) -> float:
@@ -155,6 +161,7 @@ class Method:
         return Mix(lam * x + (1 - lam) * x[perm], lam, perm)
 
     def hyperparameters(self) -> dict[str, Any]:
+        """Hyperparameter name -> value, in field order (what enters the run id)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
 
@@ -172,7 +179,7 @@ def training_loss(
     return method.loss(model, x, y)
 
 
-def register_method(name: str):
+def register_method(name: str) -> Callable[[type], type]:
     """Class decorator: make ``cls`` a dataclass (if it is not one yet) and register it as
     ``name``. Usage::
 

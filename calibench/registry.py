@@ -12,12 +12,18 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import inspect
+import re
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from calibench.errors import CalibenchError
 
 T = TypeVar("T")
+
+NAME_PATTERN = re.compile(r"[a-z0-9_]+")
+"""Registered names: they become folder names under the results folder and words of the
+command line, so lowercase letters, digits and underscores only (no ``/``, ``..`` or spaces).
+timm backbones are not registered: ``timm/<name>`` is read by its prefix."""
 
 
 class Registry(Generic[T]):
@@ -42,8 +48,19 @@ class Registry(Generic[T]):
         if function:
             getattr(loaded, function)()
 
+    def check_name(self, name: object) -> None:
+        """Raise a :class:`CalibenchError` unless ``name`` matches :data:`NAME_PATTERN`."""
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+            raise CalibenchError(
+                f"cannot register the {self.kind} name {name!r}: names may hold only lowercase "
+                "letters, digits and underscores ([a-z0-9_]+, e.g. 'my_method'), because they "
+                "become folder names under the results folder."
+            )
+
     def add(self, name: str, obj: T, source: str | None = None) -> T:
-        """Register ``obj`` under ``name``; a second, different source for a name is an error."""
+        """Register ``obj`` under ``name`` (checked by :meth:`check_name`); a second, different
+        source for a name is an error."""
+        self.check_name(name)
         source = source or _source_of(obj)
         if name in self._entries and self._sources[name] != source:
             raise CalibenchError(
@@ -55,7 +72,8 @@ class Registry(Generic[T]):
         return obj
 
     def register(self, name: str) -> Callable[[T], T]:
-        """Decorator form of :meth:`add`."""
+        """Decorator form of :meth:`add`; an unusable ``name`` fails at once."""
+        self.check_name(name)
 
         def decorate(obj: T) -> T:
             return self.add(name, obj)

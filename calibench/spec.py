@@ -13,9 +13,9 @@ import hashlib
 import json
 import typing
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from calibench.settings import field_types
+from calibench.settings import Ge, Gt, Interval, Le, check_fields, field_types
 
 TemperatureFit = Literal["ece_grid", "nll"]
 """How T is fitted on validation logits: the reference grid by ECE, or NLL (Guo et al. 2017)."""
@@ -27,28 +27,47 @@ Switch = bool | Literal["auto"]
 calibench/training/fast_path.py)."""
 
 
+MAX_BINS = 1000
+"""calibench's cap on histogram bins, a guard against typos (at 1000 bins a 10,000-image test set
+already averages 10 images per bin)."""
+MAX_SEED = 2**63 - 3
+"""Seeds are offset by up to 2 for the method's and the loader's streams (int64 must hold them)."""
+MAX_EPOCHS = 100_000
+"""calibench's cap on epochs, a guard against typos."""
+SEED_RANGE = Interval(0, MAX_SEED)
+"""The valid run seeds."""
+
+Fraction = Annotated[float, Interval(0, 1, closed="right", note="a fraction of the epochs")]
+"""A learning-rate milestone: the share of the epochs after which the rate decays."""
+
+
 @dataclass(frozen=True)
 class Training:
-    """Optimisation and evaluation protocol shared by every method of a run."""
+    """Optimisation and evaluation protocol shared by every method of a run. Defaults: the
+    RankMixup CIFAR protocol (docs/protocol.md, "Training"); each field's annotation holds its
+    valid range."""
 
-    epochs: int = 200
-    milestones: tuple[float, ...] = (0.4, 0.6)
-    lr_decay: float = 0.1
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    eval_batch_size: int = 512
-    grad_clip: float = 2.0
-    split_seed: int = 0
+    epochs: Annotated[int, Ge(1), Le(MAX_EPOCHS)] = 200
+    milestones: tuple[Fraction, ...] = (0.4, 0.6)
+    lr_decay: Annotated[float, Interval(0, 1, closed="right")] = 0.1
+    lr: Annotated[float, Gt(0)] = 0.1
+    momentum: Annotated[float, Interval(0, 1, closed="left")] = 0.9
+    weight_decay: Annotated[float, Ge(0)] = 5e-4
+    batch_size: Annotated[int, Ge(1)] = 128
+    eval_batch_size: Annotated[int, Ge(1)] = 512
+    grad_clip: Annotated[float, Ge(0, note="0 turns clipping off")] = 2.0
+    split_seed: Annotated[int, Ge(0)] = 0
     temperature_fit: TemperatureFit = "ece_grid"
-    n_bins: int = 15
+    n_bins: Annotated[int, Interval(1, MAX_BINS)] = 15
     precision: Literal["fp32", "bf16"] = "fp32"
     pretrained: bool = False
     sync_bn: bool = False
     channels_last: Switch = "auto"
     compile: Switch = "auto"
     fuse_views: Switch = "auto"
+
+    def __post_init__(self) -> None:
+        check_fields(self, "bad training settings")
 
     def milestone_epochs(self) -> list[int]:
         """Epochs after which the learning rate is multiplied by ``lr_decay``."""
@@ -58,10 +77,6 @@ class Training:
 TRAINING_TYPES = field_types(Training)
 TRAINING_KEYS = set(TRAINING_TYPES)
 PRECISIONS = typing.get_args(TRAINING_TYPES["precision"][0])
-MAX_BINS = 1000
-MAX_SEED = 2**63 - 3
-"""Seeds are offset by up to 2 for the method's and the loader's streams (int64 must hold them)."""
-MAX_EPOCHS = 100_000
 ADDED_LATER = {"precision": "fp32", "pretrained": False, "sync_bn": False}
 """Training settings added after stores existed: they enter the run id only when they differ
 from these values, so the runs of an existing store keep their ids."""

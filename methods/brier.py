@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from calibench import Loss, Method, register_method
 
@@ -19,6 +20,6 @@ def brier_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class Brier(Method):
     """Train on the Brier score instead of CE. No hyperparameters."""
 
-    def loss(self, model, x, y):
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:
         total = brier_loss(model(x), y)
         return Loss(total, {"brier": total})

@@ -10,17 +10,21 @@ A marked sample i is mixed with its mirror in the batch, j = B - 1 - i, with its
 l_i = max(u_i, 1 - u_i), u_i ~ Beta(alpha, alpha), so its own label always dominates:
 x'_i = l_i x_i + (1 - l_i) x_j, loss l_i CE(z'_i, y_i) + (1 - l_i) CE(z'_i, y_j). This follows the
 authors' code (google/uncertainty-baselines, google/edward2); where it differs from the paper and
-where calibench differs from the code is listed in docs/methods-crl-camixup.md.
+where calibench differs from the code is listed in docs/stateful-methods.md.
 """
 
 from __future__ import annotations
+
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.special import softmax
+from torch import nn
 
 from calibench import Loss, Method, TrainingSetup, register_method
+from calibench.settings import Gt
 
 
 def overconfident_classes(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -62,12 +66,9 @@ class CAMixup(Method):
     """Mixup only for samples of classes that were over-confident on the validation set at the
     last epoch end; one truncated Beta(alpha, alpha) weight per sample. Default alpha = 1.0, the
     benchmark's mixup setting (the authors' code mixes only for alpha < 1; see
-    docs/methods-crl-camixup.md)."""
+    docs/stateful-methods.md)."""
 
-    alpha: float = 1.0
-
-    def validate(self) -> None:
-        self.require(self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
+    alpha: Annotated[float, Gt(0)] = 1.0
 
     def setup(self, info: TrainingSetup) -> None:
         self.mix_classes = torch.zeros(info.num_classes, dtype=torch.bool)
@@ -83,7 +84,7 @@ class CAMixup(Method):
         u = self.rng.beta(self.alpha, self.alpha, size=n)
         return torch.from_numpy(np.maximum(u, 1 - u)).to(device=device, dtype=dtype)
 
-    def loss(self, model, x, y):
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:
         self._require_setup()
         if self.mix_classes.device != y.device:
             self.mix_classes = self.mix_classes.to(y.device)
@@ -92,16 +93,16 @@ class CAMixup(Method):
         total = per_sample_mixup_cross_entropy(model(inputs), y, y.flip(0), weight)
         return Loss(total, {"mixup_ce": total, "mixed": mixed.float().mean()})
 
-    def on_epoch_end(self, epoch, val_logits, val_labels) -> None:
+    def on_epoch_end(self, epoch: int, val_logits: np.ndarray, val_labels: np.ndarray) -> None:
         self._require_setup()
         marked = overconfident_classes(val_logits, val_labels, len(self.mix_classes))
         self.mix_classes = torch.from_numpy(marked).to(self.mix_classes.device)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         self._require_setup()
         return {"mix_classes": self.mix_classes.cpu().clone()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self._require_setup()
         marked = state["mix_classes"]
         self.require(

@@ -3,7 +3,9 @@ See docs/methods.md, "ce"."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
+from torch import nn
 
 from calibench import Loss, Method, register_method
 
@@ -12,6 +14,6 @@ from calibench import Loss, Method, register_method
 class CrossEntropy(Method):
     """Mean cross-entropy -log p_y. No hyperparameters."""
 
-    def loss(self, model, x, y):
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:
         ce = F.cross_entropy(model(x), y)
         return Loss(ce, {"ce": ce})

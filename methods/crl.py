@@ -10,15 +10,20 @@ ranking term asks the confidences k (max softmax probability) to follow that ord
 
 averaged over the pairs (i, i + 1 mod B) of the batch. The history follows the authors' code
 (github:daintlab/confidence-aware-learning), not the paper's plain fraction; every place where
-the two differ, and which one calibench follows, is listed in docs/methods-crl-camixup.md.
+the two differ, and which one calibench follows, is listed in docs/stateful-methods.md.
 """
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from calibench import Loss, Method, TrainingSetup, register_method
+from calibench.settings import Ge
 
 
 def correctness_ranking_loss(
@@ -32,7 +37,7 @@ def correctness_ranking_loss(
 
 def normalised_correctness(counts: torch.Tensor, epochs_done: int) -> torch.Tensor:
     """c = (C - min C) / max(E - min C, 1), with E = max(epochs_done, 1) and min over the whole
-    training set (the reference code's min-max normalisation; docs/methods-crl-camixup.md)."""
+    training set (the reference code's min-max normalisation; docs/stateful-methods.md)."""
     low = counts.min()
     span = torch.clamp(max(epochs_done, 1) - low, min=1)
     return (counts - low).double() / span.double()
@@ -43,12 +48,9 @@ class CRL(Method):
     """Correctness ranking loss: CE + weight * L_CR, each sample ranked against its neighbour in
     the batch by its correctness history. Default weight 1 (the authors' CIFAR setting)."""
 
-    weight: float = 1.0
+    weight: Annotated[float, Ge(0)] = 1.0
 
     uses_indices = True
-
-    def validate(self) -> None:
-        self.require(self.weight >= 0, f"weight must be >= 0, got {self.weight}")
 
     def setup(self, info: TrainingSetup) -> None:
         self.correct_counts = torch.zeros(info.num_train, dtype=torch.int64)
@@ -68,7 +70,9 @@ class CRL(Method):
             self.correct_counts = self.correct_counts.to(device)
         return self.correct_counts
 
-    def loss(self, model, x, y, indices):
+    def loss(  # type: ignore[override]  # the uses_indices form of the contract
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor
+    ) -> Loss:
         logits = model(x)
         ce = F.cross_entropy(logits, y)
         conf = F.softmax(logits, dim=-1).max(dim=-1).values
@@ -90,15 +94,15 @@ class CRL(Method):
         step.index_add_(0, indices, correct.to(torch.uint8))
         counts += self.sum_over_processes(step).to(counts.dtype)
 
-    def on_epoch_end(self, epoch, val_logits, val_labels) -> None:
+    def on_epoch_end(self, epoch: int, val_logits: np.ndarray, val_labels: np.ndarray) -> None:
         self.epochs_done = epoch
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         self._require_setup()
         counts = self.correct_counts.cpu().clone()
         return {"correct_counts": counts, "epochs_done": self.epochs_done}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self._require_setup()
         counts = state["correct_counts"]
         self.require(

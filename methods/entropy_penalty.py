@@ -4,12 +4,14 @@ differences from the reference code: docs/methods.md."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from calibench import Loss, Method, register_method
+from calibench.settings import Ge
 
 
 def mean_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -38,13 +40,10 @@ class EntropyPenalty(Method):
     code (where beta is called alpha); reduction = "class_sum" is the paper's per-sample entropy,
     K times stronger at the same beta. See docs/methods.md, "entropy_penalty"."""
 
-    beta: float = 0.1
+    beta: Annotated[float, Ge(0)] = 0.1
     reduction: Literal["class_mean", "class_sum"] = "class_mean"
 
-    def validate(self) -> None:
-        self.require(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
-
-    def loss(self, model, x, y):
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:
         logits = model(x)
         ce = F.cross_entropy(logits, y)
         entropy = entropy_term(logits, self.reduction)

@@ -4,10 +4,14 @@ differences from the reference code: docs/methods.md, "focal" and "flsd53"."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from calibench import Loss, Method, register_method
+from calibench.settings import Ge
 
 
 def focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float | torch.Tensor) -> torch.Tensor:
@@ -30,12 +34,9 @@ class Focal(Method):
     """Focal loss -(1 - p_y)^gamma log p_y with a fixed gamma (default 3, "FL-3" in Mukhoti et al.
     2020); gamma = 0 is CE."""
 
-    gamma: float = 3.0
+    gamma: Annotated[float, Ge(0)] = 3.0
 
-    def validate(self) -> None:
-        self.require(self.gamma >= 0, f"gamma must be >= 0, got {self.gamma}")
-
-    def loss(self, model, x, y):
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:
         total = focal_loss(model(x), y, self.gamma)
         return Loss(total, {"focal": total})
 
@@ -45,7 +46,7 @@ class FLSD53(Method):
     """Sample-dependent focal loss FLSD-53 (Mukhoti et al. 2020): gamma = 5 if p_y < 0.2 else 3,
     chosen per sample from the detached probability. No hyperparameters."""
 
-    def loss(self, model, x, y):
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:
         logits = model(x)
         p_true = F.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
         total = focal_loss(logits, y, flsd53_gamma(p_true))

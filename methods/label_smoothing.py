@@ -3,10 +3,14 @@ Defaults, their sources and the RankMixup repository's different value: docs/met
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from calibench import Loss, Method, register_method
+from calibench.settings import Interval
 
 
 def label_smoothing_loss(logits: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -19,11 +23,8 @@ class LabelSmoothing(Method):
     """CE against (1 - alpha) * onehot + alpha / K. Default alpha = 0.05, the value of the
     focal-loss and MbLS papers' CIFAR tables; alpha = 0 is plain CE."""
 
-    alpha: float = 0.05
+    alpha: Annotated[float, Interval(0, 1, closed="left", note="1 is the uniform target")] = 0.05
 
-    def validate(self) -> None:
-        self.require(0.0 <= self.alpha < 1.0, f"alpha must be in [0, 1), got {self.alpha}")
-
-    def loss(self, model, x, y):
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:
         total = label_smoothing_loss(model(x), y, self.alpha)
         return Loss(total, {"ls": total})

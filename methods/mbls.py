@@ -3,10 +3,14 @@ Defaults, their sources and the RankMixup repository's different margin: docs/me
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from calibench import Loss, Method, register_method
+from calibench.settings import Ge
 
 
 def margin_penalty(logits: torch.Tensor, margin: float) -> torch.Tensor:
@@ -22,14 +26,10 @@ class MbLS(Method):
     As in the reference code the penalty is a mean over B*K entries, so ``alpha`` equals the
     paper's lambda times K: the same alpha is weaker per logit with more classes."""
 
-    margin: float = 10.0
-    alpha: float = 0.1
+    margin: Annotated[float, Ge(0)] = 10.0
+    alpha: Annotated[float, Ge(0)] = 0.1
 
-    def validate(self) -> None:
-        self.require(self.margin >= 0, f"margin must be >= 0, got {self.margin}")
-        self.require(self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}")
-
-    def loss(self, model, x, y):
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:
         logits = model(x)
         ce = F.cross_entropy(logits, y)
         margin = margin_penalty(logits, self.margin)

@@ -4,12 +4,14 @@ from the reference code: docs/methods.md."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from calibench import Loss, Method, register_method
+from calibench.settings import Ge, Gt
 
 
 def mixup_cross_entropy(
@@ -49,12 +51,9 @@ class Mixup(Method):
     loss l CE(z', y) + (1 - l) CE(z', y[perm]). Default alpha = 1.0 (the original CIFAR-10
     recipe). See docs/methods.md, "mixup"."""
 
-    alpha: float = 1.0
+    alpha: Annotated[float, Gt(0)] = 1.0
 
-    def validate(self) -> None:
-        self.require(self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
-
-    def loss(self, model, x, y):
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:
         mix = self.mix(x, self.alpha)
         total = mixup_cross_entropy(model(mix.inputs), y, y[mix.perm], mix.lam)
         return Loss(total, {"mixup_ce": total})
@@ -70,15 +69,11 @@ class RegMixup(Method):
     loss, (CE_clean + CE_mix) / 2; reduction = "sum" gives the paper's CE_clean + eta * CE_mix.
     See docs/methods.md, "regmixup"."""
 
-    alpha: float = 20.0
-    eta: float = 1.0
+    alpha: Annotated[float, Gt(0)] = 20.0
+    eta: Annotated[float, Ge(0)] = 1.0
     reduction: Literal["batch_mean", "sum"] = "batch_mean"
 
-    def validate(self) -> None:
-        self.require(self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
-        self.require(self.eta >= 0, f"eta must be >= 0, got {self.eta}")
-
-    def loss(self, model, x, y):
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:
         mix = self.mix(x, self.alpha)
         logits = model(torch.cat([x, mix.inputs]))
         z_clean, z_mix = logits[: len(x)], logits[len(x) :]

@@ -21,12 +21,18 @@ Formulas, defaults with their sources (the RankMixup repository's configs): docs
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from calibench import Loss, Method, forward_views, register_method
+from calibench.settings import Ge, Gt, Interval
+
+MAX_MIXUP = 64
+"""calibench's cap on M-NDCG's mixed copies: each copy adds one batch to the mixed forward pass
+(the paper uses 3)."""
 
 
 def max_confidence(logits: torch.Tensor, kind: str = "prob") -> torch.Tensor:
@@ -86,14 +92,8 @@ def mixing_relevance(lam: float, y: torch.Tensor, y_other: torch.Tensor) -> torc
     )
 
 
-class _RankMixupBase(Method):
-    def validate(self) -> None:
-        self.require(self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
-        self.require(self.weight >= 0, f"weight must be >= 0, got {self.weight}")
-
-
 @register_method("rankmixup_mrl")
-class RankMixupMRL(_RankMixupBase):
+class RankMixupMRL(Method):
     """RankMixup with the mixup ranking loss (Noh et al. 2023):
     CE(z_raw, y) + weight * mrl_loss(z_raw, z_mix, y != y[perm], margin).
 
@@ -104,16 +104,12 @@ class RankMixupMRL(_RankMixupBase):
     weight 0.1, confidence "logit". See the module docstring for the differences from the
     reference code (per-sample mask, max logits)."""
 
-    alpha: float = 2.0
-    margin: float = 2.0
-    weight: float = 0.1
+    alpha: Annotated[float, Gt(0)] = 2.0
+    margin: Annotated[float, Ge(0)] = 2.0
+    weight: Annotated[float, Ge(0)] = 0.1
     confidence: Literal["logit", "prob"] = "logit"
 
-    def validate(self) -> None:
-        super().validate()
-        self.require(self.margin >= 0, f"margin must be >= 0, got {self.margin}")
-
-    def loss(self, model, x, y):
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:
         mix = self.mix(x, self.alpha)
         z_raw, z_mix = forward_views(model, [x, mix.inputs])
         ce = F.cross_entropy(z_raw, y)
@@ -122,7 +118,7 @@ class RankMixupMRL(_RankMixupBase):
 
 
 @register_method("rankmixup_mndcg")
-class RankMixupMNDCG(_RankMixupBase):
+class RankMixupMNDCG(Method):
     """RankMixup with the M-NDCG loss (Noh et al. 2023):
     CE(z_raw, y) + weight * mndcg_loss(z_raw, z_mix, relevance).
 
@@ -132,17 +128,11 @@ class RankMixupMNDCG(_RankMixupBase):
     :func:`calibench.forward_views`). Defaults: alpha 2.0 (CIFAR;
     1.0 for Tiny-ImageNet in benchmark.toml), num_mixup 3, weight 0.1."""
 
-    alpha: float = 2.0
-    num_mixup: int = 3
-    weight: float = 0.1
+    alpha: Annotated[float, Gt(0)] = 2.0
+    num_mixup: Annotated[int, Interval(1, MAX_MIXUP)] = 3
+    weight: Annotated[float, Ge(0)] = 0.1
 
-    def validate(self) -> None:
-        super().validate()
-        self.require(
-            1 <= self.num_mixup <= 64, f"num_mixup must be in [1, 64], got {self.num_mixup}"
-        )
-
-    def loss(self, model, x, y):
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Loss:
         mixes = [self.mix(x, self.alpha) for _ in range(self.num_mixup)]
         z_raw, z_mix = forward_views(model, [x, torch.cat([m.inputs for m in mixes])])
         z_mix = z_mix.view(self.num_mixup, *z_raw.shape)

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from calibench import CalibenchError
-from calibench.config import DEFAULT_CONFIG, Overrides, build_run_specs, load_config, parse_sets
+from calibench.cli import main
+from calibench.config import (
+    DEFAULT_CONFIG,
+    Overrides,
+    build_run_specs,
+    config_files,
+    load_config,
+    merge,
+    parse_sets,
+    plugin_dirs,
+)
 from calibench.spec import RunSpec, Training
 
 
@@ -171,3 +185,172 @@ def test_malformed_config_values_are_clear_errors(tmp_path, toml, message):
     path.write_text(toml)
     with pytest.raises(CalibenchError, match=message):
         build_run_specs(load_config(path), Overrides())
+
+
+# A user's file layers on the packaged defaults (issue 21, item 2)
+
+
+def write(tmp_path: Path, text: str | bytes, name: str = "benchmark.toml") -> Path:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def test_a_file_with_only_a_dataset_keeps_the_packaged_presets(tmp_path):
+    """Was: unknown preset 'quick' (the user's file replaced the defaults)."""
+    path = write(tmp_path, "[datasets.digits]\nepochs = 2\n")
+    specs = build_run_specs(load_config(path), Overrides(methods=["ce"]))
+    (spec,) = specs
+    assert spec.training.epochs == 2
+    assert spec.training.batch_size == 64 and spec.training.lr == 0.05
+    assert spec.backbone == "small_cnn" and spec.training.n_bins == 15
+
+
+def test_tables_merge_key_by_key_and_lists_replace(tmp_path, config):
+    path = write(
+        tmp_path,
+        "[datasets.cifar10.hparams.rankmixup_mrl]\nmargin = 1.5\n"
+        "[presets.quick]\nseeds = [4, 5]\n"
+        "[training]\nmilestones = [0.5]\n",
+    )
+    layered = load_config(path)
+    assert layered["presets"]["quick"]["seeds"] == [4, 5]
+    assert layered["presets"]["quick"]["methods"] == config["presets"]["quick"]["methods"]
+    assert layered["presets"]["quick"]["description"] == config["presets"]["quick"]["description"]
+    assert set(layered["presets"]) == set(config["presets"])
+    specs = build_run_specs(layered, Overrides(methods=["rankmixup_mrl"], datasets=["cifar10"]))
+    assert {s.seed for s in specs} == {4, 5}
+    spec = specs[0]
+    assert spec.hparams == {"margin": 1.5, "alpha": 2.0, "weight": 0.1, "confidence": "logit"}
+    assert spec.backbone == "resnet50" and spec.training.milestones == (0.5,)
+    assert spec.training.epochs == 200
+
+
+def test_merge_is_deep_for_tables_only():
+    base = {"a": {"b": {"c": 1, "d": [1, 2]}, "e": 2}, "f": 3}
+    over = {"a": {"b": {"d": [3]}, "g": 4}, "f": {"h": 5}}
+    assert merge(base, over) == {"a": {"b": {"c": 1, "d": [3]}, "e": 2, "g": 4}, "f": {"h": 5}}
+    assert base == {"a": {"b": {"c": 1, "d": [1, 2]}, "e": 2}, "f": 3}
+
+
+def test_config_files_name_the_packaged_defaults_once(tmp_path):
+    assert config_files(DEFAULT_CONFIG) == [DEFAULT_CONFIG]
+    user = write(tmp_path, "")
+    assert config_files(user) == [DEFAULT_CONFIG, user]
+    assert load_config(user) == load_config(DEFAULT_CONFIG)
+
+
+def test_plugin_paths_are_relative_to_the_file_that_names_them(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = write(tmp_path / "sub", '[plugins]\npaths = ["mine", "/abs/other"]\n')
+    config = load_config(path)
+    assert plugin_dirs(config, DEFAULT_CONFIG) == [tmp_path / "sub" / "mine", Path("/abs/other")]
+
+
+def test_list_presets_names_every_file_it_read(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, '[presets.mine]\ndescription = "mine [red]only[/]"\nmethods = ["ce"]\n')
+    assert main(["list", "presets"]) == 0
+    out = "".join(capsys.readouterr().out.split())
+    assert f"presetsof{DEFAULT_CONFIG}+{tmp_path / 'benchmark.toml'}" in out
+    assert "mine:mine[red]only[/]" in out and "quick(default)" in out
+
+
+def test_init_still_writes_a_full_copy(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["init"]) == 0
+    assert (tmp_path / "benchmark.toml").read_bytes() == DEFAULT_CONFIG.read_bytes()
+
+
+# Hostile settings files (issue 19)
+
+
+def test_a_file_that_is_not_utf8_is_one_clear_error(tmp_path, capsys):
+    path = write(tmp_path, b'default_preset = "qu\xefck"\n')
+    with pytest.raises(CalibenchError, match="is not UTF-8 text"):
+        load_config(path)
+    assert main(["run", "--config", str(path), "--output", str(tmp_path / "out")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "is not UTF-8 text (byte 20 cannot be decoded)" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[trainnig]\nepochs = 3\n", r"unknown top-level names 'trainnig'\. Valid: \[datasets\]"),
+        ("default_presets = 'quick'\n", "unknown top-level names 'default_presets'"),
+        ("[training]\nepoch = 3\nlrr = 1\n", r"\[training\] has unknown settings 'epoch', 'lrr'"),
+        ("[plugins]\npath = ['x']\n", r"\[plugins\] has unknown settings 'path'\. Valid: paths"),
+        (
+            "[presets.other]\nmethdos = ['ce']\n",
+            r"\[presets.other\] has unknown settings 'methdos'\. Valid: backbones, datasets",
+        ),
+        (
+            "[datasets.cifar10]\nbackbones = 'resnet50'\n",
+            r"\[datasets.cifar10\] has unknown settings 'backbones'\. Valid: backbone",
+        ),
+        ("[presets]\nother = 1\n", r"\[presets.other\] must be a table"),
+        ("[plugins]\npaths = 'x'\n", r"\[plugins\] paths must be a list of folder names"),
+    ],
+)
+def test_unknown_names_in_a_file_are_rejected(tmp_path, toml, message):
+    path = write(tmp_path, toml)
+    with pytest.raises(CalibenchError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_every_bad_training_value_of_the_layers_is_one_message(tmp_path):
+    path = write(tmp_path, "[training]\nlr = -1\n[presets.quick]\nepochs = 0\n")
+    with pytest.raises(CalibenchError) as info:
+        build_run_specs(load_config(path), Overrides(methods=["ce"]))
+    assert str(info.value) == (
+        "[training]: training setting lr must be > 0, got -1.0; "
+        "[presets.quick]: training setting epochs must be >= 1, got 0."
+    )
+
+
+TOML_PIECES = st.sampled_from(
+    [
+        b'default_preset = "quick"\n',
+        b'default_preset = "nope"\n',
+        b"[training]\n",
+        b"[trainnig]\n",
+        b"[presets.quick]\n",
+        b"[presets.quick.hparams.focal]\n",
+        b"[datasets.digits]\n",
+        b"[plugins]\n",
+        b"epochs = 1\n",
+        b"n_bins = 0\n",
+        b"gamma = -1\n",
+        b"lr = inf\n",
+        b"seeds = [0, 1]\n",
+        b'methods = ["ce", "focal"]\n',
+        b'paths = ["x"]\n',
+        b"milestones = [0.5, 2]\n",
+        b"when = 1979-05-27\n",
+        b'"a b" = {c = [[1], "x"]}\n',
+        b"\xff\xfe",
+        b"\x00",
+    ]
+)
+PIECED = st.lists(st.one_of(TOML_PIECES, TOML_PIECES, st.binary(max_size=3)), max_size=8)
+TOML_BYTES = st.one_of(st.binary(max_size=48), PIECED.map(b"".join), PIECED.map(b"".join))
+"""Arbitrary bytes, and more often settings-like lines with stray bytes between them."""
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(data=TOML_BYTES)
+def test_any_bytes_as_a_settings_file_give_run_specs_or_one_clear_error(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("bytes") / "benchmark.toml"
+    path.write_bytes(data)
+    try:
+        specs = build_run_specs(load_config(path), Overrides())
+    except CalibenchError as exc:
+        assert str(exc).strip() and "\n" not in str(exc).strip()
+        return
+    assert specs and all(1 <= s.training.epochs for s in specs)

@@ -1,4 +1,4 @@
-"""CRL and CAMixup (docs/methods-crl-camixup.md) and the optional pieces of the method contract
+"""CRL and CAMixup (docs/stateful-methods.md) and the optional pieces of the method contract
 they use: sample indices, setup, the end-of-epoch hook and method state in the checkpoint."""
 
 from __future__ import annotations

@@ -170,7 +170,8 @@ def test_every_paper_preset_hyperparameter_cites_its_source() -> None:
 def test_paper_presets_set_every_hyperparameter_of_their_methods(preset: str) -> None:
     """Each method with hyperparameters has all of them in the preset, each a valid value; LS and
     MbLS carry the MbLS paper's values (0.05; margin 10, alpha 0.1), not the RankMixup
-    repository's configs (0.2; margin 6)."""
+    repository's configs (0.2; margin 6); CAMixup's alpha lies in (0, 1), where the authors' code
+    mixes."""
     config = load_config(DEFAULT_CONFIG)["presets"][preset]
     hparams = config["hparams"]
     for method in config["methods"]:
@@ -179,3 +180,4 @@ def test_paper_presets_set_every_hyperparameter_of_their_methods(preset: str) ->
         get_method(method, **hparams.get(method, {}))
     assert hparams["ls"]["alpha"] == 0.05
     assert (hparams["mbls"]["margin"], hparams["mbls"]["alpha"]) == (10.0, 0.1)
+    assert 0 < hparams["camixup"]["alpha"] < 1

@@ -328,10 +328,12 @@ def test_calibration_metrics_returns_metric_names_in_order():
     assert tuple(M.calibration_metrics(logits, labels)) == M.METRIC_NAMES
     assert tuple(M.METRIC_INFO) == M.METRIC_NAMES
     assert {"smece", "dece_l2", "ks", "oe", "ue", "aurc"} <= set(M.METRIC_NAMES)
-    for description, unit, lower_is_better in M.METRIC_INFO.values():
-        assert description and unit in ("percent", "plain")
-        assert isinstance(lower_is_better, bool)
+    for name, info in M.METRIC_INFO.items():
+        assert info.name == name and info.label and info.description
+        assert info.unit in ("percent", "plain") and isinstance(info.lower_is_better, bool)
     assert M.METRIC_INFO["acc"].lower_is_better is False
+    assert M.metrics_in("interval") == ("nll", "ece", "adaece")
+    assert set(M.resampled_metrics()) == {"acc", "nll", "brier", "ece", "adaece", "cece", "mce"}
 
 
 def test_calibration_metrics_values_are_the_public_functions():

@@ -298,7 +298,7 @@ def test_published_file_holds_the_focal_readme_values():
     published = load_published()
     assert set(published["verified"]) == {"yes", "no"}
     verified = published[published["verified"] == "yes"]
-    assert verified["source"].str.contains("focal_calibration").all()
+    assert verified["source"].str.contains("focal_calibration|by-liu/MbLS@dc86503").all()
     assert (
         not published[published["method"].str.startswith("rankmixup")]["verified"].eq("yes").any()
     )

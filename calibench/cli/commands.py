@@ -115,28 +115,14 @@ def _execute(specs, store, dirs, config, args: argparse.Namespace, progress, gpu
 def _dry_run(specs, store, args: argparse.Namespace, console: Console) -> int:
     """``run --dry-run``: the runs the command would train, resume or skip, and their cost;
     nothing is written (no folder, no index)."""
+    from calibench.cli import plan
     from calibench.cli.display import print_plan
-    from calibench.cli.plan import (
-        EpochTimes,
-        no_index_note,
-        plan_runs,
-        stored_rows,
-        training_images,
-    )
 
-    rows = stored_rows(store)
-    planned = plan_runs(specs, rows, args.force, args.retry_failed)
-    images = training_images(specs, rows)
-    print_plan(planned, console, images, EpochTimes.from_store(store, rows))
-    note = no_index_note(store)
-    if note:
-        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
-    console.print(
-        f"dry run: nothing was trained or written ({store.root})",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
+    rows = plan.stored_rows(store)
+    planned = plan.plan_runs(specs, rows, args.force, args.retry_failed)
+    images, times = plan.training_images(specs, rows), plan.EpochTimes.from_store(store, rows)
+    print_plan(planned, console, images, times, plan.no_index_note(store))
+    console.print(f"dry run: nothing trained or written ({store.root})", markup=False)
     return 0
 
 
@@ -294,7 +280,24 @@ def _bench_against_reference(args: argparse.Namespace, methods, device, console:
     return 0
 
 
+def _first_line(obj: object) -> str:
+    """The first line of ``obj``'s docstring, escaped so that rich prints it as written."""
+    from rich.markup import escape
+
+    lines = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+    return escape(lines[0]) if lines else ""
+
+
+def _defaults(fields: dict) -> str:
+    from rich.markup import escape
+
+    return escape(", ".join(f"{k}={v!r}" for k, (_, v) in fields.items()))
+
+
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    from rich.markup import escape
+
+    from calibench.config import config_files
     from calibench.registry import BACKBONES, DATASETS, METHODS
 
     config, _, path = _setup(args)
@@ -302,15 +305,14 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         from calibench.method import method_fields
 
         for name in METHODS.names():
-            hp = ", ".join(f"{k}={v!r}" for k, (_, v) in method_fields(name).items())
-            doc = (METHODS.get(name).__doc__ or "").strip().splitlines()[0]
+            hp, doc = _defaults(method_fields(name)), _first_line(METHODS.get(name))
             console.print(f"[bold]{name}[/]({hp})\n    {doc}", highlight=False)
     elif args.what == "datasets":
         for name in DATASETS.names():
             spec = DATASETS.get(name)
             console.print(
                 f"[bold]{name}[/]: {spec.num_classes} classes, {spec.in_channels}x"
-                f"{spec.image_size}x{spec.image_size}. {spec.description}",
+                f"{spec.image_size}x{spec.image_size}. {escape(str(spec.description))}",
                 highlight=False,
             )
     elif args.what == "calibrators":
@@ -318,23 +320,20 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         from calibench.registry import CALIBRATORS
 
         for name in CALIBRATORS.names():
-            hp = ", ".join(f"{k}={v!r}" for k, (_, v) in calibrator_fields(name).items())
-            doc = (CALIBRATORS.get(name).__doc__ or "").strip().splitlines()[0]
+            hp, doc = _defaults(calibrator_fields(name)), _first_line(CALIBRATORS.get(name))
             console.print(f"[bold]{name}[/]({hp})\n    {doc}", highlight=False)
     elif args.what == "backbones":
         for name in BACKBONES.names():
-            doc = (BACKBONES.get(name).__doc__ or "").strip().splitlines()[0]
-            console.print(f"[bold]{name}[/]: {doc}", highlight=False)
+            console.print(f"[bold]{name}[/]: {_first_line(BACKBONES.get(name))}", highlight=False)
         console.print("[bold]timm/<name>[/]: any timm model, e.g. timm/resnet18", highlight=False)
     else:
-        console.print(f"presets of {path}", style="dim", highlight=False, markup=False)
+        files = " + ".join(str(p) for p in config_files(path))
+        console.print(f"presets of {files}", style="dim", highlight=False, markup=False)
         default = config.get("default_preset", "quick")
         for name, preset in sorted(config.get("presets", {}).items()):
             mark = " (default)" if name == default else ""
-            preset = preset if isinstance(preset, dict) else {}
-            console.print(
-                f"[bold]{name}[/]{mark}: {preset.get('description', '')}", highlight=False
-            )
+            about = escape(str(preset.get("description", "") if isinstance(preset, dict) else ""))
+            console.print(f"[bold]{escape(name)}[/]{mark}: {about}", highlight=False)
     return 0
 
 
@@ -397,10 +396,8 @@ def _status_of_selection(store, args: argparse.Namespace, console: Console) -> i
 
     config, _, _ = _setup(args)
     specs = build_run_specs(config, _overrides(args))
-    print_plan(plan_runs(specs, stored_rows(store), False, False), console)
-    note = no_index_note(store)
-    if note:
-        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    planned = plan_runs(specs, stored_rows(store), False, False)
+    print_plan(planned, console, note=no_index_note(store))
     return 0
 
 

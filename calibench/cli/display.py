@@ -288,10 +288,12 @@ def print_plan(
     console: Console,
     images: dict[tuple[str, int], int | None] | None = None,
     times: EpochTimes | None = None,
+    note: str | None = None,
 ) -> None:
     """One line per run of a selection: its status, what ``calibench run`` would do with it and
     the epochs done; with ``images`` (a dry run), its cost: epochs to go x training images, and
-    the time those epochs took in the store's measured runs of its dataset and backbone."""
+    the time those epochs took in the store's measured runs of its dataset and backbone. Then
+    the counts, and ``note`` when given."""
     from rich.table import Table
 
     labels = run_labels(p.spec for p in planned)
@@ -319,7 +321,9 @@ def print_plan(
     line = f"{len(planned)} runs: " + ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
     if images is not None:
         line += f"; {total_images:,} training images to go; " + _time_summary(seconds)
-    console.print(line, highlight=False, markup=False, soft_wrap=True)
+    for text in (line, f"note: {note}" if note else ""):
+        if text:
+            console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 def _time_summary(seconds: list[float | None]) -> str:
@@ -349,18 +353,21 @@ def _print_wide(table: Any, console: Console) -> None:
 
 
 def print_metrics(result: dict[str, Any], title: str, console: Console) -> None:
-    """The metrics of ``calibench metrics``: each in percent (NLL and Brier as they are),
-    after temperature scaling too when ``result`` has a temperature, then the OOD AUROCs."""
+    """The metrics of ``calibench metrics``, in the metric table's order and units (percent
+    where the table says so), after temperature scaling too when ``result`` has a temperature,
+    then the OOD AUROCs."""
     from rich.table import Table
+
+    from calibench.evaluation.metrics import METRIC_INFO
 
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     if "temperature" in result:
         table.add_column(f"after TS (T={result['temperature']:.3g})", justify="right")
-    for name in ("acc", "nll", "brier", "ece", "adaece", "cece", "mce"):
+    for name, info in METRIC_INFO.items():
         cells = [result[name], *([result[f"{name}_ts"]] if "temperature" in result else [])]
-        percent = name not in ("nll", "brier")
+        percent = info.unit == "percent"
         table.add_row(
             f"{name} (%)" if percent else name,
             *[f"{100 * v:.2f}" if percent else f"{v:.4f}" for v in cells],

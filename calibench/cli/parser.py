@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from calibench.cli.choices import LazyChoices
+from calibench.settings import Ge
 
 EXAMPLES = """\
 examples:
@@ -35,13 +36,17 @@ def _ints(text: str) -> list[int]:
         ) from None
 
 
+POSITIVE = Ge(1)
+"""The rule of every count on the command line (epochs, batch sizes, bins, repeats)."""
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        value = None
+    if value is None or not POSITIVE.holds(value):
+        raise argparse.ArgumentTypeError(f"expected an integer {POSITIVE.rule()}, got {text!r}")
     return value
 
 
@@ -106,8 +111,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--dry-run",
         action="store_true",
-        help="list the runs this command would train or skip, with their cost (epochs x "
-        "training images, and a time estimate from the store's measured epochs); writes nothing",
+        help="list the runs it would train, resume or skip and their cost; write nothing",
     )
     _execution(run)
     _common(run)
@@ -124,9 +128,7 @@ def _selection(p: argparse.ArgumentParser) -> None:
         help="comma-separated backbones (default: each dataset's own; timm/<name> works)",
     )
     p.add_argument("--seeds", type=_ints, help="comma-separated seeds, e.g. 0,1,2")
-    p.add_argument(
-        "--epochs", type=_positive_int, help="epochs per run; lr milestones scale with it"
-    )
+    p.add_argument("--epochs", type=_positive_int, help="epochs per run (lr milestones scale)")
     p.add_argument(
         "--set",
         dest="sets",
@@ -135,8 +137,7 @@ def _selection(p: argparse.ArgumentParser) -> None:
         metavar="NAME.PARAM=VALUE",
         help="override a method hyperparameter (rankmixup_mrl.margin=1.0) or a "
         "training setting (training.lr=0.05, training.precision=bf16, "
-        "training.channels_last=false; docs/speed.md for the fast path); a comma-separated "
-        "list is a grid (rankmixup_mrl.margin=1,2); repeatable",
+        "training.channels_last=false; docs/speed.md for the fast path); a,b,c is a grid",
     )
 
 
@@ -150,9 +151,7 @@ def _execution(run: argparse.ArgumentParser) -> None:
         "process per device of --devices; slurm: one job per run through submitit ([slurm] in "
         "benchmark.toml)",
     )
-    run.add_argument(
-        "--devices", type=_names, help="devices of the processes executor (default: every GPU)"
-    )
+    run.add_argument("--devices", type=_names, help="the processes executor's (default: all GPUs)")
     run.add_argument(
         "--log",
         choices=["tensorboard"],
@@ -445,6 +444,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
         type=Path,
-        help="settings file (default ./benchmark.toml, else the packaged defaults; "
-        "`calibench init` writes a copy to edit)",
+        help="settings file, layered on the packaged defaults (default ./benchmark.toml if "
+        "there is one; `calibench init` writes a full copy to edit)",
     )

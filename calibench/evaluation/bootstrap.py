@@ -11,13 +11,19 @@ from scipy import sparse, stats
 from scipy.special import log_softmax
 
 from calibench.errors import CalibenchError
-from calibench.evaluation.metrics import N_BINS, equal_width_edges, softmax, top_label
+from calibench.evaluation.metrics import (
+    N_BINS,
+    equal_width_edges,
+    resampled_metrics,
+    softmax,
+    top_label,
+)
 
 LEVEL = 0.95
 N_RESAMPLES = 1000
 WILCOXON_MIN_SEEDS = 6
 VERDICTS = ("A better", "B better", "tied")
-RESAMPLED_METRICS = ("acc", "nll", "brier", "ece", "adaece", "cece", "mce")
+RESAMPLED_METRICS = resampled_metrics()
 _BATCH = 100
 
 Interval = tuple[float, float]

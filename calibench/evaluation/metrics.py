@@ -10,7 +10,7 @@ and the reliability diagram.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal
 
 import numpy as np
 from scipy.fft import dct
@@ -283,31 +283,95 @@ def smooth_ece(probs: np.ndarray, labels: np.ndarray, sigma: float | None = None
     return smooth_ece_from_confidence(conf, hit, sigma)[0]
 
 
-class MetricInfo(NamedTuple):
-    """How to show a metric: a short description, its unit ("percent" for fractions shown times
-    100, "plain" otherwise) and whether lower values are better."""
+View = Literal["summary", "interval", "shift", "calibrators", "ablation"]
+"""Where a metric is shown: the report's summary tables (and the terminal's), the per-run
+bootstrap intervals stored with every run, the dataset-shift tables, the method x calibrator
+table, and the ablation plots."""
 
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """One row of the metric table: everything calibench says about a metric in one place."""
+
+    name: str
+    label: str
+    """Short column header (ECE, AdaECE, ...)."""
     description: str
-    unit: str
+    unit: Literal["percent", "plain"]
+    """"percent": a fraction shown times 100; "plain": shown as it is."""
     lower_is_better: bool
+    binning: str | None
+    """The bins of a binned estimator (docs/metrics.md), None for an unbinned one."""
+    resampled: bool
+    """Whether :mod:`calibench.evaluation.bootstrap` resamples it from counts (intervals and
+    paired bootstraps over test samples)."""
+    views: frozenset[View]
+    source: str
+    """The paper that defines it, for the glossary."""
 
 
-METRIC_INFO: dict[str, MetricInfo] = {
-    "acc": MetricInfo("top-1 accuracy", "percent", False),
-    "nll": MetricInfo("negative log-likelihood", "plain", True),
-    "brier": MetricInfo("Brier score (sum over classes)", "plain", True),
-    "ece": MetricInfo("expected calibration error, equal-width bins", "percent", True),
-    "adaece": MetricInfo("adaptive ECE, equal-mass bins", "percent", True),
-    "cece": MetricInfo("classwise ECE, equal-width bins", "percent", True),
-    "mce": MetricInfo("maximum calibration error, equal-width bins", "percent", True),
-    "smece": MetricInfo("smooth ECE, reflected Gaussian kernel", "percent", True),
-    "dece_l2": MetricInfo("debiased L2 calibration error, equal-mass bins", "percent", True),
-    "ks": MetricInfo("Kolmogorov-Smirnov calibration error", "percent", True),
-    "oe": MetricInfo("over-confidence part of ECE", "percent", True),
-    "ue": MetricInfo("under-confidence part of ECE", "percent", True),
-    "aurc": MetricInfo("area under the risk-coverage curve", "percent", True),
-}
+def _metric(
+    name: str,
+    label: str,
+    description: str,
+    unit: Literal["percent", "plain"],
+    lower_is_better: bool,
+    binning: str | None,
+    resampled: bool,
+    views: tuple[View, ...],
+    source: str,
+) -> MetricInfo:
+    return MetricInfo(
+        name, label, description, unit, lower_is_better, binning, resampled, frozenset(views),
+        source,
+    )
+
+
+EW, EM = "equal-width", "equal-mass"
+METRIC_TABLE: tuple[MetricInfo, ...] = (
+    _metric("acc", "Acc", "top-1 accuracy", "percent", False, None, True,
+            ("summary", "shift", "calibrators", "ablation"), ""),
+    _metric("nll", "NLL", "negative log-likelihood", "plain", True, None, True,
+            ("summary", "interval", "shift", "calibrators"), "Quinonero-Candela et al. 2006"),
+    _metric("brier", "Brier", "Brier score (sum over classes)", "plain", True, None, True,
+            (), "Brier 1950"),
+    _metric("ece", "ECE", "expected calibration error, equal-width bins", "percent", True, EW,
+            True, ("summary", "interval", "shift", "calibrators", "ablation"),
+            "Naeini et al. 2015; Guo et al. 2017"),
+    _metric("adaece", "AdaECE", "adaptive ECE, equal-mass bins", "percent", True, EM, True,
+            ("summary", "interval", "shift", "calibrators"),
+            "Nguyen and O'Connor 2015; Mukhoti et al. 2020"),
+    _metric("cece", "CECE", "classwise ECE, equal-width bins", "percent", True, EW, True,
+            ("summary",), "Kull et al. 2019"),
+    _metric("mce", "MCE", "maximum calibration error, equal-width bins", "percent", True, EW,
+            True, (), "Naeini et al. 2015"),
+    _metric("smece", "smECE", "smooth ECE, reflected Gaussian kernel", "percent", True, None,
+            False, ("summary", "calibrators"), "Blasiok and Nakkiran 2023"),
+    _metric("dece_l2", "dECE-L2", "debiased L2 calibration error, equal-mass bins", "percent",
+            True, "split equal-mass", False, (), "Kumar, Liang and Ma 2019"),
+    _metric("ks", "KS", "Kolmogorov-Smirnov calibration error", "percent", True, None, False,
+            (), "Gupta et al. 2021"),
+    _metric("oe", "OE", "over-confidence part of ECE", "percent", True, EW, False, (),
+            "Thulasidasan et al. 2019"),
+    _metric("ue", "UE", "under-confidence part of ECE", "percent", True, EW, False, (),
+            "Thulasidasan et al. 2019"),
+    _metric("aurc", "AURC", "area under the risk-coverage curve", "percent", True, None, False,
+            (), "Geifman et al. 2019"),
+)
+"""THE metric table: every metric calibench computes, in the order of every table and record."""
+
+METRIC_INFO: dict[str, MetricInfo] = {m.name: m for m in METRIC_TABLE}
 METRIC_NAMES: tuple[str, ...] = tuple(METRIC_INFO)
+
+
+def metrics_in(view: View) -> tuple[str, ...]:
+    """The metrics shown in ``view``, in table order."""
+    return tuple(m.name for m in METRIC_TABLE if view in m.views)
+
+
+def resampled_metrics() -> tuple[str, ...]:
+    """The metrics :mod:`calibench.evaluation.bootstrap` can resample, in table order."""
+    return tuple(m.name for m in METRIC_TABLE if m.resampled)
 
 
 def is_lower_better(metric: str) -> bool:

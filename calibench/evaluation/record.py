@@ -11,23 +11,17 @@ import numpy as np
 
 from calibench.evaluation.bootstrap import bootstrap_interval
 from calibench.evaluation.metrics import (
+    METRIC_TABLE,
     calibration_metrics,
     fit_temperature,
+    metrics_in,
     ood_auroc,
     ood_auroc_of_probabilities,
     softmax,
 )
 
-BINNING = {
-    "ece": "equal-width",
-    "adaece": "equal-mass",
-    "cece": "equal-width",
-    "mce": "equal-width",
-    "oe": "equal-width",
-    "ue": "equal-width",
-    "dece_l2": "split equal-mass",
-}
-INTERVAL_METRICS = ("ece", "adaece", "nll")
+BINNING = {m.name: m.binning for m in METRIC_TABLE if m.binning}
+INTERVAL_METRICS = metrics_in("interval")
 """Metrics that get a bootstrap 95% interval over test samples (docs/statistics.md)."""
 INTERVAL_SEED = 0
 
@@ -77,7 +71,7 @@ Transform = Callable[[np.ndarray], np.ndarray]
 PROBABILITY_FLOOR = 1e-12
 """Calibrated probabilities are clipped here before their log is taken (NLL stays finite when a
 binning calibrator outputs 0 for the true class)."""
-SHIFT_METRICS = ("acc", "ece", "adaece", "nll")
+SHIFT_METRICS = metrics_in("shift")
 
 
 def metrics_of_probabilities(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict:
@@ -109,7 +103,7 @@ def shift_rows(
     return rows
 
 
-CALIBRATOR_METRICS = ("acc", "nll", "ece", "adaece", "smece")
+CALIBRATOR_METRICS = metrics_in("calibrators")
 
 
 def fit_calibrators(

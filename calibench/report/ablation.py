@@ -12,10 +12,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from calibench.evaluation.metrics import metrics_in  # noqa: E402
 from calibench.report.figures import save_figure  # noqa: E402
 
 GROUP = ["dataset", "backbone", "method"]
-ABLATION_METRICS = ("ece", "acc", "ece_ts")
+ABLATION_METRICS = (*metrics_in("ablation"), "ece_ts")
 
 
 def _settings(table: pd.DataFrame) -> pd.DataFrame:

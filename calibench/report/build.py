@@ -27,6 +27,7 @@ from calibench.evaluation.metrics import (
     calibration_bins,
     equal_width_edges,
     is_lower_better,
+    metrics_in,
     softmax,
     top_label,
 )
@@ -60,7 +61,7 @@ PERCENT = {
     for m in METRICS
     if m != "temperature" and METRIC_INFO[m.removesuffix("_ts")].unit == "percent"
 }
-SUMMARY_BASE = ("acc", "nll", "ece", "adaece", "cece", "smece")
+SUMMARY_BASE = metrics_in("summary")
 SUMMARY = [*SUMMARY_BASE, "temperature", *(f"{m}_ts" for m in SUMMARY_BASE)]
 FORMATS = ("md", "csv", "tex", "html")
 COMPARE = ("published",)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from calibench.errors import CalibenchError
+from calibench.evaluation.metrics import METRIC_TABLE
 
 PUBLISHED = Path(__file__).resolve().parent / "published.csv"
 COLUMNS = [
@@ -31,7 +32,7 @@ COLUMNS = [
     "seeds",
     "hparams",
 ]
-PERCENT = ("acc", "ece", "adaece", "cece", "mce")
+PERCENT = tuple(m.name for m in METRIC_TABLE if m.unit == "percent")
 
 
 def load_published(path: Path = PUBLISHED) -> pd.DataFrame:

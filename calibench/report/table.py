@@ -8,24 +8,9 @@ from collections.abc import Sequence
 import pandas as pd
 
 from calibench.errors import CalibenchError
-from calibench.evaluation.metrics import METRIC_INFO, is_lower_better
+from calibench.evaluation.metrics import METRIC_INFO, METRIC_TABLE, is_lower_better
 
-LABELS = {
-    "acc": "Acc",
-    "nll": "NLL",
-    "brier": "Brier",
-    "ece": "ECE",
-    "adaece": "AdaECE",
-    "cece": "CECE",
-    "mce": "MCE",
-    "smece": "smECE",
-    "dece_l2": "dECE-L2",
-    "ks": "KS",
-    "oe": "OE",
-    "ue": "UE",
-    "aurc": "AURC",
-    "temperature": "T",
-}
+LABELS = {**{m.name: m.label for m in METRIC_TABLE}, "temperature": "T"}
 GROUP = ["dataset", "backbone"]
 Marks = dict[str, pd.Series]
 """Per metric column, a Series on the summary's index holding "best", "tied" or ""."""

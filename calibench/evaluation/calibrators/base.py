@@ -14,13 +14,14 @@ import numpy as np
 
 from calibench.errors import CalibenchError
 from calibench.registry import CALIBRATORS
-from calibench.settings import build_settings, dataclass_registrar, field_types
+from calibench.settings import build_settings, check_fields, dataclass_registrar, field_types
 
 
 class Calibrator:
     """Base class of every post-hoc calibrator. Subclasses are dataclasses whose fields are the
-    hyperparameters; they implement :meth:`_fit` and :meth:`_transform` (and :meth:`validate`
-    for constraints on the hyperparameters).
+    hyperparameters, each annotated with its type and range (:mod:`calibench.settings`); they
+    implement :meth:`_fit` and :meth:`_transform` (and :meth:`validate` for a constraint that is
+    not a range of one field).
 
     :meth:`fit` and :meth:`transform` check the arrays and convert them to float64 logits
     (N, K) and int64 labels (N,) before calling the subclass; ``_transform`` returns (N, K)
@@ -31,6 +32,7 @@ class Calibrator:
     _n_classes: int | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self, f"calibrator {self.name}")
         self.validate()
 
     def validate(self) -> None:

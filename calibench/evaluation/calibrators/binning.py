@@ -4,11 +4,14 @@ Definitions: docs/calibrators.md."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 from sklearn.isotonic import IsotonicRegression as _SklearnIsotonic
 
 from calibench.evaluation.calibrators.base import Calibrator, register_calibrator, renormalise
 from calibench.evaluation.metrics import N_BINS, calibration_bins, equal_width_edges, softmax
+from calibench.settings import Ge
 
 
 @register_calibrator("isotonic")
@@ -45,10 +48,7 @@ class HistogramBinning(Calibrator):
     without validation samples keeps its midpoint); the K outputs are renormalised to sum to 1.
     Fitted: ``edges`` (n_bins + 1,), ``bin_values`` (K, n_bins)."""
 
-    n_bins: int = N_BINS
-
-    def validate(self) -> None:
-        self.require(self.n_bins >= 1, f"n_bins must be >= 1, got {self.n_bins}.")
+    n_bins: Annotated[int, Ge(1)] = N_BINS
 
     def _fit(self, logits: np.ndarray, labels: np.ndarray) -> None:
         probs = softmax(logits)

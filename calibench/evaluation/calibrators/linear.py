@@ -4,13 +4,18 @@ calibration with ODIR (Kull et al., NeurIPS 2019). Definitions: docs/calibrators
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
 from calibench.evaluation.calibrators.base import Calibrator, register_calibrator
+from calibench.settings import Ge
 
 MAX_ITER = 1000
+Iterations = Annotated[int, Ge(1)]
+Penalty = Annotated[float, Ge(0)] | None
 
 
 def nll_and_gradient(scores: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
@@ -36,10 +41,7 @@ class VectorScaling(Calibrator):
     """softmax(w * z + b), w, b in R^K, minimising validation NLL from w = 1, b = 0
     (Guo et al., ICML 2017). Fitted: ``weight`` (K,), ``bias`` (K,)."""
 
-    max_iter: int = MAX_ITER
-
-    def validate(self) -> None:
-        self.require(self.max_iter >= 1, f"max_iter must be >= 1, got {self.max_iter}.")
+    max_iter: Iterations = MAX_ITER
 
     def _fit(self, logits: np.ndarray, labels: np.ndarray) -> None:
         k = logits.shape[1]
@@ -69,15 +71,9 @@ class _OdirLinear(Calibrator):
     from W = I, b = 0. ``reg_lambda`` / ``reg_mu`` None means lambda = 2.5 K(K-1) and
     mu = 0.01 K. Fitted: ``weight`` (K, K), ``bias`` (K,), ``lambda_``, ``mu_``."""
 
-    reg_lambda: float | None
-    reg_mu: float | None
-    max_iter: int
-
-    def validate(self) -> None:
-        for key in ("reg_lambda", "reg_mu"):
-            value = getattr(self, key)
-            self.require(value is None or value >= 0, f"{key} must be >= 0, got {value}.")
-        self.require(self.max_iter >= 1, f"max_iter must be >= 1, got {self.max_iter}.")
+    reg_lambda: Penalty
+    reg_mu: Penalty
+    max_iter: Iterations
 
     def features(self, logits: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -127,9 +123,9 @@ class _OdirLinear(Calibrator):
 class MatrixScalingODIR(_OdirLinear):
     """Matrix scaling with ODIR: the affine map acts on the logits z (Kull et al. 2019)."""
 
-    reg_lambda: float | None = None
-    reg_mu: float | None = None
-    max_iter: int = MAX_ITER
+    reg_lambda: Penalty = None
+    reg_mu: Penalty = None
+    max_iter: Iterations = MAX_ITER
 
     def features(self, logits: np.ndarray) -> np.ndarray:
         return logits
@@ -140,9 +136,9 @@ class DirichletODIR(_OdirLinear):
     """Dirichlet calibration with ODIR: the affine map acts on log p = log_softmax(z)
     (Kull et al. 2019)."""
 
-    reg_lambda: float | None = None
-    reg_mu: float | None = None
-    max_iter: int = MAX_ITER
+    reg_lambda: Penalty = None
+    reg_mu: Penalty = None
+    max_iter: Iterations = MAX_ITER
 
     def features(self, logits: np.ndarray) -> np.ndarray:
         return log_softmax(logits, axis=1)

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 
 from calibench.evaluation.calibrators.base import Calibrator, register_calibrator
 from calibench.evaluation.metrics import N_BINS, fit_temperature_grid, fit_temperature_nll, softmax
+from calibench.settings import Ge
 
 
 class _TemperatureScaling(Calibrator):
@@ -24,10 +27,7 @@ class TemperatureScaling(_TemperatureScaling):
     ties to the smallest T: the reference protocol
     (:func:`calibench.evaluation.metrics.fit_temperature_grid`)."""
 
-    n_bins: int = N_BINS
-
-    def validate(self) -> None:
-        self.require(self.n_bins >= 1, f"n_bins must be >= 1, got {self.n_bins}.")
+    n_bins: Annotated[int, Ge(1)] = N_BINS
 
     def _fit(self, logits: np.ndarray, labels: np.ndarray) -> None:
         self.temperature = fit_temperature_grid(logits, labels, n_bins=self.n_bins)
