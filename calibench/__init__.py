@@ -1,14 +1,14 @@
 """calibench: a calibration benchmarking suite for deep classifiers.
 
-The public names load on first use (PEP 562), so ``import calibench.spec`` and the other
-torch-free modules stay free of torch."""
+The public face for plugins and scripts. Each name is imported from its module on first use
+(a module ``__getattr__``, PEP 562), so ``import calibench`` and the commands that need no
+model (``calibench --help``, ``status``, ``init``) do not import torch.
+"""
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
-
-from calibench.errors import CalibenchError
 
 if TYPE_CHECKING:
     from calibench.data import (
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
         Split,
         register_dataset,
     )
+    from calibench.errors import CalibenchError
+    from calibench.evaluation.calibrators import Calibrator, register_calibrator
     from calibench.method import (
         Loss,
         Method,
@@ -29,40 +31,47 @@ if TYPE_CHECKING:
         register_method,
     )
     from calibench.models import register_backbone
-    from calibench.registry import BACKBONES, DATASETS, METHODS
+    from calibench.registry import BACKBONES, CALIBRATORS, DATASETS, METHODS
     from calibench.views import forward_views
 
-_HOMES = {
-    "Loss": "calibench.method",
-    "Method": "calibench.method",
-    "Mix": "calibench.method",
-    "TrainingSetup": "calibench.method",
-    "get_method": "calibench.method",
-    "list_methods": "calibench.method",
-    "register_method": "calibench.method",
+PUBLIC: dict[str, str] = {
     "BACKBONES": "calibench.registry",
+    "CALIBRATORS": "calibench.registry",
     "DATASETS": "calibench.registry",
     "METHODS": "calibench.registry",
-    "forward_views": "calibench.views",
+    "CalibenchError": "calibench.errors",
+    "Calibrator": "calibench.evaluation.calibrators",
     "DataRequest": "calibench.data",
     "DatasetSpec": "calibench.data",
     "FileSplit": "calibench.data",
     "ImageData": "calibench.data",
     "Split": "calibench.data",
-    "register_dataset": "calibench.data",
+    "Loss": "calibench.method",
+    "Method": "calibench.method",
+    "Mix": "calibench.method",
+    "TrainingSetup": "calibench.method",
+    "forward_views": "calibench.views",
+    "get_method": "calibench.method",
+    "list_methods": "calibench.method",
     "register_backbone": "calibench.models",
+    "register_calibrator": "calibench.evaluation.calibrators",
+    "register_dataset": "calibench.data",
+    "register_method": "calibench.method",
 }
+"""Each public name and the module it lives in."""
 
 __all__ = [
     "BACKBONES",
-    "DATASETS",
-    "METHODS",
+    "CALIBRATORS",
     "CalibenchError",
+    "Calibrator",
+    "DATASETS",
     "DataRequest",
     "DatasetSpec",
     "FileSplit",
     "ImageData",
     "Loss",
+    "METHODS",
     "Method",
     "Mix",
     "Split",
@@ -71,6 +80,7 @@ __all__ = [
     "get_method",
     "list_methods",
     "register_backbone",
+    "register_calibrator",
     "register_dataset",
     "register_method",
 ]
@@ -78,12 +88,13 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
+    """Import public name ``name`` from its module on first access and keep it here."""
+    if name not in PUBLIC:
         raise AttributeError(f"module 'calibench' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
+    value = getattr(importlib.import_module(PUBLIC[name]), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES})
+    return sorted({*globals(), *PUBLIC})

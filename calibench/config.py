@@ -19,8 +19,6 @@ from typing import Any
 
 from calibench.data import DATA_KEYS, register_from_settings
 from calibench.errors import CalibenchError
-from calibench.method import get_method, list_methods
-from calibench.models import TIMM_PREFIX, check_backbone_name
 from calibench.registry import DATASETS, METHODS
 from calibench.settings import check_values
 from calibench.spec import SEED_RANGE, TRAINING_KEYS, RunSpec, Training
@@ -235,6 +233,8 @@ def _str_list(value: Any, where: str) -> list[str]:
 
 def expand_methods(names: list[str]) -> list[str]:
     """Method names, with shell-style patterns (``*``, ``rankmixup_*``) expanded."""
+    from calibench.method import list_methods
+
     out: list[str] = []
     for name in names:
         if any(c in name for c in "*?["):
@@ -374,6 +374,8 @@ def _check_sets(sets: dict[str, Any], methods: list[str]) -> None:
 def _backbones(
     overrides: Overrides, preset: dict, ds_layer: dict, training: Training, where: str
 ) -> list[str]:
+    from calibench.models import TIMM_PREFIX, check_backbone_name
+
     backbones = overrides.backbones or _str_list(
         preset.get("backbones", [ds_layer.get("backbone", "small_cnn")]), where
     )
@@ -391,6 +393,8 @@ def build_run_specs(config: dict[str, Any], overrides: Overrides) -> list[RunSpe
     """The run specs of a preset after command-line overrides, every name and value validated:
     the product of methods (x each method's ``--set`` grid) x datasets (x ``training.*`` grid)
     x backbones x seeds."""
+    from calibench.method import get_method
+
     preset_name, preset = _preset(config, overrides.preset)
     _check_dataset_tables(config)
     where = f"preset {preset_name!r}"

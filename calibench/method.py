@@ -63,6 +63,10 @@ class TrainingSetup:
     num_train: int
     """Size of the training split: the indices a method receives lie in ``range(num_train)``."""
     num_classes: int
+    all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None
+    """In a run trained by several processes (each on its shard of every batch): sums a tensor
+    over the processes and returns the sum on every one, so that per-sample state covers the
+    whole batch (CRL's correctness history). None in a single-process run."""
 
 
 class Method:

@@ -55,6 +55,7 @@ class CRL(Method):
     def setup(self, info: TrainingSetup) -> None:
         self.correct_counts = torch.zeros(info.num_train, dtype=torch.int64)
         self.epochs_done = 0
+        self.sum_over_processes = info.all_reduce_sum
 
     def _require_setup(self) -> None:
         self.require(
@@ -78,8 +79,20 @@ class CRL(Method):
         counts = self._history(y.device)
         c = normalised_correctness(counts, self.epochs_done)[indices].to(conf.dtype)
         rank = correctness_ranking_loss(conf, conf.roll(-1), c, c.roll(-1))
-        counts.index_add_(0, indices, (logits.detach().argmax(dim=-1) == y).long())
+        self._count(counts, indices, (logits.detach().argmax(dim=-1) == y).long())
         return Loss(ce + self.weight * rank, {"ce": ce, "rank": rank})
+
+    def _count(self, counts: torch.Tensor, indices: torch.Tensor, correct: torch.Tensor) -> None:
+        """Add a step's correct predictions to the history. When several processes train the
+        run, each on its shard of the batch, their counts are summed (an all-reduce of the
+        step's per-sample counts), so every process holds the history of the whole training
+        set rather than of its own shards (docs/imagenet.md, "Many GPUs")."""
+        if self.sum_over_processes is None:
+            counts.index_add_(0, indices, correct)
+            return
+        step = torch.zeros(counts.shape, dtype=torch.uint8, device=counts.device)
+        step.index_add_(0, indices, correct.to(torch.uint8))
+        counts += self.sum_over_processes(step).to(counts.dtype)
 
     def on_epoch_end(self, epoch: int, val_logits: np.ndarray, val_labels: np.ndarray) -> None:
         self.epochs_done = epoch

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from calibench.bench.measure import MemoryProbe, count_flops, peak_tflops_for
 from calibench.bench.reference import reference_loader
-from calibench.bench.steps import MemoryProbe, count_flops, peak_tflops_for
 from calibench.cli import main
 from calibench.data import DeviceLoader, LoaderConfig
 from calibench.data.base import Split

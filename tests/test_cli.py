@@ -256,3 +256,64 @@ def test_damaged_run_folder_is_left_out_with_a_warning(results, tmp_path, capsys
         methods = [r["method"] for r in csv.DictReader(fh)]
     assert victim.parent.parent.name not in methods
     assert len(methods) == len(calibench.list_methods()) - 1
+
+
+def _tree(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_dry_run_lists_the_runs_and_their_cost_and_creates_nothing(results, tmp_path, capsys):
+    fresh = tmp_path / "fresh"
+    assert (
+        main(["run", "--methods", "ce", "--epochs", "2", "--output", str(fresh), "--dry-run"]) == 0
+    )
+    out = " ".join(capsys.readouterr().out.split())
+    assert "pending │ train │ 0/2 │ 2 x 1,221 = 2,442" in out
+    assert "1 runs: 1 train; 2,442 training images to go; no time estimate" in out
+    assert not fresh.exists()
+
+    before = _tree(results)
+    argv = ["run", "--methods", "ce,focal", "--seeds", "0,1", "--epochs", "1"]
+    assert main([*argv, "--output", str(results), "--dry-run"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("complete │ skip │ 1/1") == 2 and out.count("pending │ train │ 0/1") == 2
+    assert "4 runs: 2 skip, 2 train; 2,442 training images to go; about 0:00:" in out
+    assert "at the store's measured epoch times" in out
+    assert _tree(results) == before
+
+
+def test_status_with_a_selection_lists_its_pending_runs(results, capsys):
+    argv = ["status", "--methods", "ce", "--seeds", "0,1", "--epochs", "1"]
+    assert main([*argv, "--output", str(results)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "complete │ skip │ 1/1 │ ce / digits / small_cnn / seed 0" in out
+    assert "pending │ train │ 0/1 │ ce / digits / small_cnn / seed 1" in out
+    assert "2 runs: 1 skip, 1 train" in out
+    assert main(["status", "--output", str(results)]) == 0
+    plain = capsys.readouterr().out
+    assert "seed 1" not in plain and f"{len(calibench.list_methods())} complete" in plain
+
+
+def test_run_logged_to_a_file_prints_a_line_per_epoch(tmp_path):
+    argv = ["run", "--methods", "focal", "--set", "focal.gamma=1,3", "--epochs", "2"]
+    argv += ["--device", "cpu", "--output", str(tmp_path / "out")]
+    log = tmp_path / "run.log"
+    with open(log, "w") as fh:
+        done = subprocess.run(
+            [sys.executable, "-m", "calibench.cli", *argv],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            timeout=600,
+        )
+    text = log.read_text()
+    assert done.returncode == 0, text
+    epochs = [line for line in text.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 4, text
+    for line, (epoch, run, gamma) in zip(
+        epochs, [(1, 1, "1.0"), (2, 1, "1.0"), (1, 2, "3.0"), (2, 2, "3.0")], strict=True
+    ):
+        assert line.startswith(
+            f"epoch {epoch}/2 [{run}/2] focal / digits / small_cnn / seed 0 (gamma={gamma}): loss "
+        )
+        assert "val ECE" in line and "ETA run" in line and ", sweep " in line
+    assert "\x1b[" not in text

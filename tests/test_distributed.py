@@ -45,7 +45,7 @@ from calibench.registry import DATASETS
 from calibench.spec import RunSpec
 from calibench.store.index import Store
 from calibench.training import distributed
-from calibench.training.loop import _rank_rng_states
+from calibench.training.loop import _rank_rng_states, prepare
 from calibench.training.runner import run_one
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
@@ -150,6 +150,32 @@ def loss_gradients(model: nn.Module, method: str, x, y, seed: int, net=None) -> 
     return [p.grad.clone() for p in model.parameters()]
 
 
+CRL_SAMPLES = 16
+
+
+def crl_history(rank: int, world: int, all_reduce_sum=None) -> torch.Tensor:
+    """CRL's correctness counts after two epochs of four global batches of four samples, this
+    process stepping through its shard of each batch (rank 0 of 1: the whole batch) with one
+    fixed BN-free net, so that its predictions do not depend on the sharding. Half the labels
+    are the net's own predictions, so that the history is not all zeros."""
+    from calibench import TrainingSetup
+
+    model = MLP()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(CRL_SAMPLES, 1, 8, 8, generator=g)
+    y = torch.randint(0, 10, (CRL_SAMPLES,), generator=g)
+    with torch.no_grad():
+        y[::2] = model(x[::2]).argmax(dim=-1)
+    method = get_method("crl")
+    method.setup(TrainingSetup(CRL_SAMPLES, 10, all_reduce_sum))
+    for epoch in (1, 2):
+        for batch in torch.randperm(CRL_SAMPLES, generator=g).view(4, 4):
+            mine = distributed.shard(batch, rank, world)
+            method.loss(model, x[mine], y[mine], mine)
+        method.on_epoch_end(epoch, None, None)
+    return method.correct_counts
+
+
 def _rank_main(rank: int, world: int, port: int, tmp: Path) -> None:
     """One rank of the shared launch (see the module docstring)."""
     torch.set_num_threads(1)
@@ -172,6 +198,10 @@ def _rank_main(rank: int, world: int, port: int, tmp: Path) -> None:
             seed = distributed.method_seed(1, rank)
             grads[method] = loss_gradients(model, method, x[rank::world], y[rank::world], seed, net)
         torch.save(grads, tmp / f"grads{rank}.pt")
+        crl = prepare(tiny_spec("crl", epochs=1)).method
+        wired = crl.sum_over_processes is distributed.all_reduce_sum
+        counts = crl_history(rank, world, crl.sum_over_processes)
+        torch.save({"counts": counts, "wired": wired}, tmp / f"crl{rank}.pt")
         try:
             distributed.wrap_model(MLP(), torch.device("cpu"), sync_bn=True)
         except CalibenchError as exc:
@@ -399,6 +429,21 @@ def test_ddp_gradients_of_a_two_forward_method_are_the_mean_of_the_ranks(ranks):
         for g, g0, g1 in zip(got, *per_rank, strict=True):
             torch.testing.assert_close(g, (g0 + g1) / 2, rtol=1e-5, atol=1e-7)
         assert not all(torch.allclose(g, w) for g, w in zip(got, whole, strict=True))
+
+
+def test_crl_history_over_two_processes_equals_the_single_process_history(ranks):
+    whole = crl_history(0, 1)
+    own_shards = crl_history(0, 2)
+    assert whole.sum() > own_shards.sum() > 0
+    for rank in range(2):
+        saved = torch.load(ranks / f"crl{rank}.pt", weights_only=True)
+        assert saved["wired"]
+        assert torch.equal(saved["counts"], whole)
+
+
+def test_single_process_crl_keeps_its_history_without_a_collective():
+    assert prepare(tiny_spec("crl", epochs=1)).method.sum_over_processes is None
+    assert distributed.sum_collective() is None
 
 
 def test_sync_bn_on_cpu_processes_is_a_clear_error(ranks):

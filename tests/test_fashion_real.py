@@ -30,7 +30,7 @@ def test_small_net_learns_real_fashion_mnist(tmp_path, monkeypatch):
     assert len(p.data.train) == 55_000 and len(p.data.test) == 10_000
     subset = Split(p.data.train.images[:10000], p.data.train.labels[:10000])
     loader = DeviceLoader(LoaderConfig(subset, p.dataset, 64, p.device, True, p.generator))
-    terms = train_one_epoch(p, loader, spec.training)
+    terms = train_one_epoch(p.net, p.model, p.method, p.optimizer, loader, spec.training)
     assert terms["loss"] < 2.0
     test = DeviceLoader(LoaderConfig(p.data.test, p.dataset, 1000, p.device))
     acc = accuracy(predict_logits(p.model, test), p.data.test.labels.numpy())

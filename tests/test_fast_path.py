@@ -76,7 +76,7 @@ def _train_steps(method: str, **switches) -> tuple[list[torch.Tensor], torch.Ten
     assert isinstance(p.net, ChannelsLastInput) == switches.get("channels_last", False)
     config = LoaderConfig(p.data.train, p.dataset, 64, p.device, True, p.generator)
     loader = DeviceLoader(config)
-    train_one_epoch(p, loader, spec.training)
+    train_one_epoch(p.net, p.model, p.method, p.optimizer, loader, spec.training, p.fast.fuse_views)
     val = DeviceLoader(LoaderConfig(p.data.val, p.dataset, 256, p.device))
     state = [t.detach().clone() for t in p.model.state_dict().values()]
     return state, torch.from_numpy(predict_logits(p.model, val))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from calibench.bench import gpu_check
-from calibench.bench.steps import compare_with_reference, write_comparison
+from calibench.bench.compare import compare_with_reference, write_comparison
 from calibench.cli import main as cli_main
 from calibench.cli.commands import build_parser
 

@@ -27,62 +27,102 @@ def _setup(args: argparse.Namespace) -> tuple[dict, list[Path], Path]:
     return config, dirs, path
 
 
+def _overrides(args: argparse.Namespace):
+    """The selection flags (and, for ``run``, the data and device flags) as config overrides."""
+    from calibench.config import Overrides
+
+    return Overrides(
+        preset=args.preset,
+        methods=args.methods,
+        datasets=args.datasets,
+        backbones=args.backbones,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        ood=getattr(args, "ood", None),
+        sets=args.sets,
+        data_root=getattr(args, "data_root", None),
+        download=getattr(args, "download", False),
+        device=getattr(args, "device", "auto"),
+    )
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from calibench.cli.display import RichProgress, print_outcomes
-    from calibench.config import Overrides, build_run_specs
+    from calibench.cli.display import print_outcomes
+    from calibench.config import build_run_specs
     from calibench.device import resolve_device
     from calibench.store.index import Store
     from calibench.training import distributed
-    from calibench.training.executors import run_local, run_processes, run_slurm, visible_gpus
 
     config, dirs, _ = _setup(args)
-    specs = build_run_specs(
-        config,
-        Overrides(
-            preset=args.preset,
-            methods=args.methods,
-            datasets=args.datasets,
-            backbones=args.backbones,
-            seeds=args.seeds,
-            epochs=args.epochs,
-            ood=args.ood,
-            sets=args.sets,
-            data_root=args.data_root,
-            download=args.download,
-            device=args.device,
-        ),
-    )
-    device = resolve_device(args.device)
+    specs = build_run_specs(config, _overrides(args))
     gpus_per_run = distributed.processes_per_run(args.gpus_per_run, args.executor)
+    store = Store(args.output)
+    if args.dry_run:
+        return _dry_run(specs, store, args, console)
     check_data(specs, args)
     if any(spec.training.epochs == 0 for spec in specs):
         return store_pretrained(specs, args, console)
-    store = Store(args.output)
+    device = resolve_device(args.device)
     with distributed.process_group(device):
         if not distributed.is_main():
             console = Console(quiet=True)
         console.print(f"{len(specs)} runs -> {store.root}", highlight=False, markup=False)
-        progress = RichProgress(console, len(specs))
-        if args.log == "tensorboard":
-            from calibench.training.tensorboard import TensorBoardProgress
-
-            progress = TensorBoardProgress(progress, store)
-        retry = args.retry_failed
-        if args.executor == "slurm":
-            slurm = dict(config.get("slurm", {}))
-            outcomes = run_slurm(
-                specs, store, dirs, slurm, args.force, retry_failed=retry, gpus_per_run=gpus_per_run
-            )
-        elif args.executor == "processes":
-            devices = args.devices or visible_gpus()
-            outcomes = run_processes(
-                specs, store, devices, dirs, args.force, progress, retry, args.runs_per_device
-            )
-        else:
-            outcomes = run_local(specs, store, args.force, progress, retry)
+        progress = _progress(specs, store, args, console)
+        try:
+            outcomes = _execute(specs, store, dirs, config, args, progress, gpus_per_run)
+        finally:
+            progress.close()
     if args.shift and distributed.is_main():
         evaluate_shift(store, [o.spec for o in outcomes], args, console)
     return print_outcomes(outcomes, console)
+
+
+def _progress(specs, store, args: argparse.Namespace, console: Console):
+    """The sweep's progress display, its first time estimates from the store's measured
+    epochs, wrapped for TensorBoard with ``--log tensorboard``."""
+    from calibench.cli.display import RichProgress
+    from calibench.cli.plan import EpochTimes, plan_runs, stored_rows
+
+    rows = stored_rows(store)
+    planned = plan_runs(specs, rows, args.force, args.retry_failed)
+    progress = RichProgress(console, planned, EpochTimes.from_store(store, rows))
+    if args.log == "tensorboard":
+        from calibench.training.tensorboard import TensorBoardProgress
+
+        return TensorBoardProgress(progress, store)
+    return progress
+
+
+def _execute(specs, store, dirs, config, args: argparse.Namespace, progress, gpus_per_run: int):
+    """Train ``specs`` with the chosen executor; returns their outcomes."""
+    from calibench.training.executors import run_local, run_processes, run_slurm, visible_gpus
+
+    retry = args.retry_failed
+    if args.executor == "slurm":
+        slurm = dict(config.get("slurm", {}))
+        return run_slurm(
+            specs, store, dirs, slurm, args.force, retry_failed=retry, gpus_per_run=gpus_per_run
+        )
+    if args.executor == "processes":
+        devices = args.devices or visible_gpus()
+        return run_processes(
+            specs, store, devices, dirs, args.force, progress, retry, args.runs_per_device
+        )
+    return run_local(specs, store, args.force, progress, retry)
+
+
+def _dry_run(specs, store, args: argparse.Namespace, console: Console) -> int:
+    """``run --dry-run``: the runs the command would train, resume or skip, and their cost;
+    nothing is written (no folder, no index)."""
+    from calibench.cli import plan
+    from calibench.cli.display import print_plan
+
+    rows = plan.stored_rows(store)
+    planned = plan.plan_runs(specs, rows, args.force, args.retry_failed)
+    images, times = plan.training_images(specs, rows), plan.EpochTimes.from_store(store, rows)
+    print_plan(planned, console, images, times, plan.no_index_note(store))
+    console.print(f"dry run: nothing trained or written ({store.root})", markup=False)
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
@@ -158,46 +198,18 @@ def cmd_metrics(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps(strict_json(result), sort_keys=True))
         return 0
-    from rich.table import Table
+    from calibench.cli.display import print_metrics
 
-    from calibench.evaluation.metrics import METRIC_INFO
-
-    table = Table(title=f"{args.logits.name}: {result['n_test']} samples, {args.n_bins} bins")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    if "temperature" in result:
-        table.add_column(f"after TS (T={result['temperature']:.3g})", justify="right")
-    for name, info in METRIC_INFO.items():
-        cells = [result[name], *([result[f"{name}_ts"]] if "temperature" in result else [])]
-        percent = info.unit == "percent"
-        table.add_row(
-            f"{name} (%)" if percent else name,
-            *[f"{100 * v:.2f}" if percent else f"{v:.4f}" for v in cells],
-        )
-    console.print(table)
-    for key in sorted(k for k in result if k.startswith("ood_")):
-        console.print(f"{key}: {result[key]:.4f}", highlight=False)
+    title = f"{args.logits.name}: {result['n_test']} samples, {args.n_bins} bins"
+    print_metrics(result, title, console)
     return 0
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
-    import json
-    from functools import partial
-
-    from rich.table import Table
-
-    from calibench.bench.steps import (
-        bench_methods,
-        compare_with_reference,
-        comparison_document,
-        comparison_table,
-        write_comparison,
-    )
     from calibench.config import expand_methods
     from calibench.device import resolve_device
     from calibench.models import check_backbone_name
     from calibench.registry import DATASETS
-    from calibench.training import fast_path
 
     _setup(args)
     methods = expand_methods(args.methods or ["*"])
@@ -205,26 +217,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     check_backbone_name(args.backbone)
     device = resolve_device(args.device)
     if args.against:
-        comparison = compare_with_reference(
-            methods,
-            args.dataset,
-            args.backbone,
-            args.batch_size,
-            args.steps,
-            args.blocks,
-            device,
-            precision=args.precision,
-            num_workers=args.num_workers,
-            data_root=args.data_root,
-            peak_tflops=args.peak_tflops,
-            on_row=partial(write_comparison, path=args.output) if args.output else None,
-            fast=fast_path.parse(args.fast, device),
-        )
-        if args.json:
-            print(json.dumps(comparison_document(comparison), indent=2))
-        else:
-            console.print(comparison_table(comparison))
-        return 0
+        return _bench_against_reference(args, methods, device, console)
     only_against = (
         ("--json", args.json),
         ("--output", args.output),
@@ -236,33 +229,50 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     given = [flag for flag, value in only_against if value not in (None, False)]
     if given:
         raise CalibenchError(f"{', '.join(given)} only apply with --against reference.")
+    from calibench.bench.steps import bench_methods
+    from calibench.bench.tables import bench_table
+
     rows = bench_methods(methods, args.dataset, args.backbone, args.batch_size, args.steps, device)
-    base = next((r for r in rows if r.method == "ce"), rows[0])
-    table = Table(
-        title=f"ms per training step: {args.backbone} on {args.dataset}-shaped batches "
+    title = (
+        f"ms per training step: {args.backbone} on {args.dataset}-shaped batches "
         f"of {args.batch_size}, {device}, median of {args.steps} steps"
     )
-    for column in (
-        "method",
-        "forward calls",
-        "images through model / batch",
-        "step",
-        "model fwd/bwd + optimiser",
-        "method's loss work",
-        f"step / {base.method} step",
-    ):
-        table.add_column(column, justify="left" if column == "method" else "right")
-    for r in rows:
-        table.add_row(
-            r.method,
-            str(r.forward_passes),
-            f"{r.samples_per_input:.0f}x",
-            f"{r.step_ms:.2f}",
-            f"{r.model_ms:.2f}",
-            f"{r.loss_ms:.2f}",
-            f"{r.step_ms / base.step_ms:.2f}x",
-        )
-    console.print(table)
+    console.print(bench_table(rows, title))
+    return 0
+
+
+def _bench_against_reference(args: argparse.Namespace, methods, device, console: Console) -> int:
+    """``bench --against reference``: the comparison as a table, or JSON (``--json``), saved
+    after each method with ``--output``."""
+    from functools import partial
+
+    from calibench.bench.compare import (
+        compare_with_reference,
+        comparison_document,
+        write_comparison,
+    )
+    from calibench.bench.tables import comparison_table
+    from calibench.training import fast_path
+
+    comparison = compare_with_reference(
+        methods,
+        args.dataset,
+        args.backbone,
+        args.batch_size,
+        args.steps,
+        args.blocks,
+        device,
+        precision=args.precision,
+        num_workers=args.num_workers,
+        data_root=args.data_root,
+        peak_tflops=args.peak_tflops,
+        on_row=partial(write_comparison, path=args.output) if args.output else None,
+        fast=fast_path.parse(args.fast, device),
+    )
+    if args.json:
+        print(json.dumps(comparison_document(comparison), indent=2))
+    else:
+        console.print(comparison_table(comparison))
     return 0
 
 
@@ -364,7 +374,26 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     store = Store(args.output)
     if args.rebuild:
         console.print(f"indexed {store.rebuild_index()} runs from the run folders")
+    if any(getattr(args, name) for name in SELECTION):
+        return _status_of_selection(store, args, console)
     print_status(store.runs(), console)
+    return 0
+
+
+SELECTION = ("preset", "methods", "datasets", "backbones", "seeds", "epochs", "sets")
+"""The selection flags of ``run`` that ``status`` takes too."""
+
+
+def _status_of_selection(store, args: argparse.Namespace, console: Console) -> int:
+    """``status`` with selection flags: every run of that sweep, stored or pending."""
+    from calibench.cli.display import print_plan
+    from calibench.cli.plan import no_index_note, plan_runs, stored_rows
+    from calibench.config import build_run_specs
+
+    config, _, _ = _setup(args)
+    specs = build_run_specs(config, _overrides(args))
+    planned = plan_runs(specs, stored_rows(store), False, False)
+    print_plan(planned, console, note=no_index_note(store))
     return 0
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
+from calibench.cli.choices import LazyChoices
 from calibench.settings import Ge
 
 EXAMPLES = """\
@@ -40,14 +42,22 @@ POSITIVE = Ge(1)
 """The rule of every count on the command line (epochs, batch sizes, bins, repeats)."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or not POSITIVE.holds(value):
-        raise argparse.ArgumentTypeError(f"expected an integer {POSITIVE.rule()}, got {text!r}")
-    return value
+def _count(rule: Ge) -> Callable[[str], int]:
+    """An argparse type: an integer that obeys ``rule``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not rule.holds(value):
+            raise argparse.ArgumentTypeError(f"expected an integer {rule.rule()}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _count(POSITIVE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,29 +95,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--preset", help="preset of benchmark.toml (default: its default_preset)")
-    run.add_argument("--methods", type=_names, help="comma-separated method names or patterns")
-    run.add_argument("--datasets", type=_names, help="comma-separated dataset names")
-    run.add_argument(
-        "--backbones",
-        type=_names,
-        help="comma-separated backbones (default: each dataset's own; timm/<name> works)",
-    )
-    run.add_argument("--seeds", type=_ints, help="comma-separated seeds, e.g. 0,1,2")
-    run.add_argument(
-        "--epochs",
-        type=int,
-        help="epochs per run; lr milestones scale with it (0 with --set training.pretrained=true:"
-        " store timm's pretrained weights as a run, untrained)",
-    )
-    _data_arguments(
-        run,
-        "NAME.PARAM=VALUE",
-        "override a method hyperparameter (rankmixup_mrl.margin=1.0) or a training setting "
-        "(training.lr=0.05, training.precision=bf16, training.channels_last=false; "
-        "docs/speed.md for the fast path); repeatable",
-        "OOD test sets to score, e.g. svhn,cifar100",
-    )
+    _selection(run)
+    _data_arguments(run, "OOD test sets to score, e.g. svhn,cifar100")
     _shift_arguments(run)
     run.add_argument(
         "--download",
@@ -126,6 +115,46 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         help="resume runs that failed before (by default they are skipped)",
     )
     run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the runs it would train, resume or skip and their cost; write nothing",
+    )
+    _execution(run)
+    _common(run)
+
+
+def _selection(p: argparse.ArgumentParser) -> None:
+    """The flags that choose a sweep's runs (``run``, and ``status`` to list them)."""
+    p.add_argument("--preset", help="preset of benchmark.toml (default: its default_preset)")
+    p.add_argument("--methods", type=_names, help="comma-separated method names or patterns")
+    p.add_argument("--datasets", type=_names, help="comma-separated dataset names")
+    p.add_argument(
+        "--backbones",
+        type=_names,
+        help="comma-separated backbones (default: each dataset's own; timm/<name> works)",
+    )
+    p.add_argument("--seeds", type=_ints, help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument(
+        "--epochs",
+        type=_count(Ge(0)),
+        help="epochs per run; lr milestones scale with it (0 with --set training.pretrained=true: "
+        "store timm's pretrained weights as a run, untrained)",
+    )
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="NAME.PARAM=VALUE",
+        help="override a method hyperparameter (rankmixup_mrl.margin=1.0) or a "
+        "training setting (training.lr=0.05, training.precision=bf16, "
+        "training.channels_last=false; docs/speed.md for the fast path); a,b,c is a grid",
+    )
+
+
+def _execution(run: argparse.ArgumentParser) -> None:
+    """Where and how ``run`` trains: executor, devices, processes per run, logging."""
+    run.add_argument(
         "--executor",
         choices=["local", "processes", "slurm"],
         default="local",
@@ -133,9 +162,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         "process per device of --devices; slurm: one job per run through submitit ([slurm] in "
         "benchmark.toml)",
     )
-    run.add_argument(
-        "--devices", type=_names, help="devices of the processes executor (default: every GPU)"
-    )
+    run.add_argument("--devices", type=_names, help="the processes executor's (default: all GPUs)")
     run.add_argument(
         "--log",
         choices=["tensorboard"],
@@ -157,7 +184,6 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         "together with DistributedDataParallel: start the command with torchrun "
         "--nproc_per_node N, or use --executor slurm (default 1; torchrun's WORLD_SIZE)",
     )
-    _common(run)
 
 
 def add_report(sub: argparse._SubParsersAction) -> None:
@@ -198,8 +224,6 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
     """The ``bench`` command's arguments."""
-    from calibench.spec import PRECISIONS
-
     bench = sub.add_parser(
         "bench",
         help="time each method's loss beside the model, or calibench against the reference",
@@ -237,48 +261,46 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         choices=["reference"],
         help="compare calibench's training pipeline with the reference pipeline",
     )
-    bench.add_argument(
-        "--blocks",
-        type=_positive_int,
-        default=5,
-        help="with --against: alternating block pairs, medians taken over them (default 5)",
-    )
-    bench.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="fp32",
-        help="with --against: calibench's precision (the reference is always fp32)",
-    )
-    bench.add_argument(
-        "--fast",
-        default="auto",
-        metavar="SWITCHES",
-        help="with --against: calibench's fast path: auto (default, the device's measured "
-        "defaults), plain, or a comma-separated list of channels_last, compile, fuse_views "
-        "(docs/speed.md)",
-    )
-    bench.add_argument(
-        "--num-workers",
-        type=int,
-        help="with --against: the reference's DataLoader workers (default min(4, cpu count))",
-    )
-    bench.add_argument(
-        "--peak-tflops",
-        type=float,
-        help="with --against: the device's peak TFLOP/s for MFU (default: the datasheet "
-        "table of docs/speed.md, CUDA only)",
-    )
-    bench.add_argument(
-        "--data-root", help="with --against: dataset folder (default as for calibench run)"
-    )
-    bench.add_argument(
-        "--json", action="store_true", help="with --against: print JSON instead of the table"
-    )
-    bench.add_argument(
-        "--output", type=Path, metavar="FILE", help="with --against: also write the JSON here"
-    )
+    _against_reference(bench)
     bench.add_argument("--plugins", nargs="+", default=[], metavar="DIR")
     bench.add_argument("--config", type=Path)
+
+
+def _against_reference(bench: argparse.ArgumentParser) -> None:
+    """The ``bench`` flags that apply only with ``--against reference``."""
+    from calibench.spec import PRECISIONS
+
+    flags: dict[str, dict] = {
+        "--blocks": dict(
+            type=_positive_int,
+            default=5,
+            help="alternating block pairs, medians taken over them (default 5)",
+        ),
+        "--precision": dict(
+            choices=PRECISIONS,
+            default="fp32",
+            help="calibench's precision (the reference is always fp32)",
+        ),
+        "--fast": dict(
+            default="auto",
+            metavar="SWITCHES",
+            help="calibench's fast path: auto (default, the device's measured defaults), plain, "
+            "or a comma-separated list of channels_last, compile, fuse_views (docs/speed.md)",
+        ),
+        "--num-workers": dict(
+            type=int, help="the reference's DataLoader workers (default min(4, cpu count))"
+        ),
+        "--peak-tflops": dict(
+            type=float,
+            help="the device's peak TFLOP/s for MFU (default: the datasheet table of "
+            "docs/speed.md, CUDA only)",
+        ),
+        "--data-root": dict(help="dataset folder (default as for calibench run)"),
+        "--json": dict(action="store_true", help="print JSON instead of the table"),
+        "--output": dict(type=Path, metavar="FILE", help="also write the JSON here"),
+    }
+    for flag, options in flags.items():
+        bench.add_argument(flag, **{**options, "help": f"with --against: {options['help']}"})
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -297,8 +319,15 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--checkpoint", type=Path, metavar="FILE", help="a state_dict file")
     evaluate.add_argument("--backbone", help="with --checkpoint: the weights' backbone")
     evaluate.add_argument("--dataset", help="with --checkpoint: the dataset they were trained on")
-    sets = "with --checkpoint: an evaluation setting (training.eval_batch_size=256); repeatable"
-    _data_arguments(evaluate, "training.PARAM=VALUE", sets, "with --checkpoint: OOD test sets")
+    evaluate.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="training.PARAM=VALUE",
+        help="with --checkpoint: an evaluation setting (training.eval_batch_size=256); repeatable",
+    )
+    _data_arguments(evaluate, "with --checkpoint: OOD test sets")
     evaluate.add_argument("--methods", type=_names, help="only these methods (names or patterns)")
     evaluate.add_argument("--datasets", type=_names, help="only runs on these datasets")
     evaluate.add_argument("--force", action="store_true", help="recompute what is stored already")
@@ -342,15 +371,19 @@ def add_status(sub: argparse._SubParsersAction) -> None:
     """The ``status`` command's arguments."""
     status = sub.add_parser(
         "status",
-        help="list every run of a results folder: complete, running, failed, interrupted",
+        help="list the runs of a results folder (complete, running, failed, interrupted), or "
+        "of a selection with its pending runs",
         description="One line per run in <output>: its status, last epoch, and the error of a "
         "failed run; a run whose process died shows as interrupted. Rebuilds the index from "
-        "the run folders when it is missing (--rebuild forces it).",
+        "the run folders when it is missing (--rebuild forces it). With the selection flags "
+        "of `calibench run` (--preset, --methods, --datasets, --backbones, --seeds, --epochs, "
+        "--set), it lists that sweep's runs instead, those not started yet as pending.",
     )
     status.add_argument(
         "--rebuild", action="store_true", help="rebuild calibench.db from the run folders first"
     )
-    _output(status)
+    _selection(status)
+    _common(status)
 
 
 def add_list(sub: argparse._SubParsersAction) -> None:
@@ -365,19 +398,18 @@ def add_list(sub: argparse._SubParsersAction) -> None:
     listing.add_argument("--config", type=Path)
 
 
-def _data_arguments(p: argparse.ArgumentParser, metavar: str, sets: str, ood: str) -> None:
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar=metavar, help=sets)
+def _data_arguments(p: argparse.ArgumentParser, ood: str) -> None:
+    """Where the data comes from and where the model runs: --ood, --data-root, --device."""
     p.add_argument("--ood", type=_names, help=ood)
     p.add_argument("--data-root", help=DATA_ROOT_HELP)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
 
 
 def _shift_arguments(p: argparse.ArgumentParser, required: bool = False) -> None:
-    from calibench.shift import SHIFTS
-
     p.add_argument(
         "--shift",
-        choices=SHIFTS,
+        choices=LazyChoices("calibench.shift", "SHIFTS"),
+        metavar="SET",
         required=required,
         help="evaluate the selected model on a corrupted test set: the official cifar10-c, "
         "cifar100-c, tiny_imagenet-c or imagenet-c files under the data root, or `corrupt` "
@@ -403,9 +435,7 @@ def add_metrics(sub: argparse._SubParsersAction) -> None:
     )
     metrics.add_argument("logits", type=Path, metavar="LOGITS", help="(N, K) logits file")
     metrics.add_argument("--labels", type=Path, help="(N,) class indices (default: in LOGITS)")
-    metrics.add_argument(
-        "--val-logits", type=Path, help="validation logits for temperature scaling"
-    )
+    metrics.add_argument("--val-logits", type=Path, help="validation logits to fit T on")
     metrics.add_argument("--val-labels", type=Path, help="validation labels")
     metrics.add_argument(
         "--n-bins", type=_positive_int, default=15, help="bins of the ECE-like metrics (15)"
@@ -436,11 +466,7 @@ def _output(p: argparse.ArgumentParser) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     _output(p)
     p.add_argument(
-        "--plugins",
-        nargs="+",
-        default=[],
-        metavar="DIR",
-        help="extra folders of method plugin files",
+        "--plugins", nargs="+", default=[], metavar="DIR", help="extra folders of method files"
     )
     p.add_argument(
         "--config",

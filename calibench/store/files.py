@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 UMASK = os.umask(0)
 os.umask(UMASK)
@@ -73,7 +72,9 @@ def save_arrays(path: Path, **arrays: np.ndarray) -> None:
 
 
 def save_torch(path: Path, obj: Any) -> None:
-    """``torch.save`` atomically."""
+    """``torch.save`` atomically (torch is imported here: reading a store needs no torch)."""
+    import torch
+
     _atomic(path, lambda p: torch.save(obj, p))
 
 

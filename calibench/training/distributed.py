@@ -22,7 +22,7 @@ Outside a launch every helper is the single-process identity: rank 0 of a world 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -204,6 +204,24 @@ def all_reduce_mean(values: list[torch.Tensor]) -> list[torch.Tensor]:
     stacked = torch.stack([torch.as_tensor(v, dtype=torch.float32).to(device) for v in values])
     dist.all_reduce(stacked)
     return list(stacked / world_size())
+
+
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of ``value`` over the ranks, on every rank (a new tensor of the same
+    dtype and device; ``value`` itself outside a group). NCCL needs it on this rank's GPU and
+    gloo on the CPU: it is moved there and back when it lives elsewhere."""
+    if not active():
+        return value
+    device = _collective_device()
+    total = value.detach().to(device, copy=True)
+    dist.all_reduce(total)
+    return total.to(value.device)
+
+
+def sum_collective() -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """:func:`all_reduce_sum` when this process is one of several training a run, else None
+    (what :class:`calibench.method.TrainingSetup` hands a method)."""
+    return all_reduce_sum if active() else None
 
 
 def _collective_device() -> torch.device:

@@ -53,9 +53,14 @@ from calibench.views import view_batching
 
 
 class RunProgress(Protocol):
-    """What the trainer and the executors tell the user (see :mod:`calibench.cli.display`)."""
+    """What the trainer and the executors tell the user (see :mod:`calibench.cli.display`):
+    a run starts (at ``first_epoch`` when resumed), each training step of an epoch is done
+    (``batch``: the epoch's ``total`` steps, the ``step`` just done and the input images it
+    trained over all ranks), each epoch ends with its log row, and the run finishes, fails or is
+    skipped."""
 
     def start(self, spec: RunSpec, first_epoch: int) -> None: ...
+    def batch(self, total: int, step: int, images: int) -> None: ...
     def epoch(self, row: dict[str, Any]) -> None: ...
     def finish(self, spec: RunSpec, metrics: dict[str, Any], seconds: float) -> None: ...
     def skip(self, spec: RunSpec, reason: str) -> None: ...
@@ -133,7 +138,7 @@ def prepare(spec: RunSpec) -> Prepared:
     method = get_method(spec.method, **spec.hparams)
     rank = distributed.rank()
     method.seed(distributed.method_seed(spec.seed + 1, rank))
-    method.setup(TrainingSetup(len(data.train), dataset.num_classes))
+    method.setup(TrainingSetup(len(data.train), dataset.num_classes, distributed.sum_collective()))
     generator = torch.Generator().manual_seed(spec.seed + 2)
     if rank > 0:
         torch.manual_seed(distributed.method_seed(spec.seed, rank))
@@ -172,32 +177,47 @@ class MixedPrecisionForward(nn.Module):
             return self.model(x).float()
 
 
-def train_one_epoch(p: Prepared, loader: Loader, t: Training) -> dict[str, float]:
-    """One pass over the training data with ``t``'s gradient clipping and precision and
-    ``p.fast``'s fast path; returns the epoch means of the loss and its terms (averaged over
-    the ranks of a multi-process run). The running loss is checked every
+def train_one_epoch(
+    net: nn.Module,
+    model: nn.Module,
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    loader: Loader,
+    t: Training,
+    fuse_views: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> dict[str, float]:
+    """One pass over ``loader``: each batch's loss from ``method`` through ``net`` (what a step
+    calls: the model itself, its DistributedDataParallel wrapper or its compiled form), an
+    optimiser step with ``t.grad_clip`` applied to ``model``'s parameters, under
+    ``t.precision``, with the views of a multi-view method fused when ``fuse_views``.
+    ``on_batch(step, images)`` is told after every step (``images``: the step's input images
+    over all the ranks of the run). Returns the epoch means of the loss and its terms (averaged
+    over the ranks of a multi-process run). The running loss is checked every
     :data:`FINITE_CHECK_EVERY` steps and the parameters at the end; a non-finite value raises
     :class:`RunFailed` (on every rank: the checks use the loss averaged over the ranks)."""
-    net = next(m for m in (p.net, p.ddp, p.model) if m is not None)
     net.train()
-    model = MixedPrecisionForward(net) if t.precision == "bf16" else net
+    forward = MixedPrecisionForward(net) if t.precision == "bf16" else net
+    ranks = distributed.world_size()
     sums: dict[str, torch.Tensor] = {}
     for step, (x, y, indices) in enumerate(loader.indexed(), 1):
-        with view_batching(p.fast.fuse_views):
-            out = _check_loss(training_loss(p.method, model, x, y, indices), p.method)
-        p.optimizer.zero_grad(set_to_none=True)
+        with view_batching(fuse_views):
+            out = _check_loss(training_loss(method, forward, x, y, indices), method)
+        optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         if t.grad_clip > 0:
-            nn.utils.clip_grad_norm_(p.model.parameters(), t.grad_clip)
-        p.optimizer.step()
+            nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        optimizer.step()
         for name, value in {"loss": out.total, **out.terms}.items():
             value = torch.as_tensor(value).detach().float()
             sums[name] = sums.get(name, 0) + value
         if step % FINITE_CHECK_EVERY == 0:
             _check_finite(distributed.all_reduce_mean([sums["loss"]])[0], "training loss")
+        if on_batch is not None:
+            on_batch(step, x.shape[0] * ranks)
     sums = dict(zip(sums, distributed.all_reduce_mean(list(sums.values())), strict=True))
     _check_finite(sums["loss"], "training loss")
-    _check_finite(nn.utils.get_total_norm(p.model.parameters()), "parameter norm")
+    _check_finite(nn.utils.get_total_norm(model.parameters()), "parameter norm")
     return {name: float(total) / len(loader) for name, total in sums.items()}
 
 
@@ -368,16 +388,25 @@ def validate(
     return val, logits
 
 
-def run_epochs(p: Prepared, loaders: Loaders, history: History, t: Any) -> Iterator[dict[str, Any]]:
+def run_epochs(
+    p: Prepared,
+    loaders: Loaders,
+    history: History,
+    t: Any,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> Iterator[dict[str, Any]]:
     """Train from the epoch after ``history.epoch`` to the last, validating after each; yields
-    each epoch's log row once ``history`` holds it. Errors inside an epoch raise
-    :class:`RunFailed` naming the epoch."""
+    each epoch's log row once ``history`` holds it (``on_batch`` as in
+    :func:`train_one_epoch`). Errors inside an epoch raise :class:`RunFailed` naming the
+    epoch."""
     val_labels = p.data.val.labels.numpy()
+    net = next(m for m in (p.net, p.ddp, p.model) if m is not None)
+    train_epoch = partial(train_one_epoch, net, p.model, p.method, p.optimizer, loaders.train, t)
     for epoch in range(history.epoch + 1, t.epochs + 1):
         tick = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch, "lr": p.optimizer.param_groups[0]["lr"]}
         try:
-            row.update(train_one_epoch(p, loaders.train, t))
+            row.update(train_epoch(p.fast.fuse_views, on_batch))
             p.scheduler.step()
             val, val_logits = validate(p, loaders.val, val_labels, t)
             p.method.on_epoch_end(epoch, val_logits, val_labels)
@@ -446,7 +475,8 @@ def train(
         save_arrays(run_dir / "split.npz", **p.data.split_record())
     if progress:
         progress.start(spec, history.epoch + 1)
-    for row in run_epochs(p, loaders, history, t):
+    on_batch = partial(progress.batch, len(loaders.train)) if progress else None
+    for row in run_epochs(p, loaders, history, t, on_batch):
         if main and history.best["epoch"] == row["epoch"]:
             save_torch(run_dir / "best.pt", history.best_weights)
         save_checkpoint(p, history, run_dir)
