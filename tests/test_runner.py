@@ -260,10 +260,10 @@ def test_sigterm_marks_the_run_interrupted_and_exits_143(tmp_path, gated):
     try:
         wait_for(lambda: "gated" in rows(out / "calibench.db"), 240, "the claim")
         command.send_signal(signal.SIGTERM)
-        _, err = command.communicate(timeout=120)
+        stdout, err = command.communicate(timeout=120)
     finally:
         command.kill()
-    assert command.returncode == TERMINATED_EXIT == 143
+    assert command.returncode == TERMINATED_EXIT == 143, (stdout, err)
     lines = [line for line in err.decode().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("calibench: terminated (SIGTERM)"), err
     row = rows(out / "calibench.db")["gated"]

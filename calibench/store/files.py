@@ -348,7 +348,7 @@ class RunDir:
         data = self.read_bytes(name)
         problem = self.checksum_problem(name, data)
         if problem:
-            raise DamagedFile(f"{self.path}{os.sep}{problem}")
+            raise DamagedFile(f"{problem} ({self.path})")
         return data
 
     def load_torch(self, name: str) -> Any:

@@ -33,7 +33,6 @@ from calibench.errors import CalibenchError
 from calibench.spec import MAX_SEED, RunSpec
 from calibench.store.files import (
     RunDir,
-    StorageError,
     non_finite_keys,
     remove_tree,
     storage_error,
@@ -49,17 +48,16 @@ from calibench.store.folders import (
 )
 from calibench.store.lease import LeaseLost, new_token, owner_alive, owner_id
 from calibench.store.schema import (
+    DAMAGED_SUFFIX,
     DB_NAME,
     SCHEMA,
     damaged_db,
     fetch,
     index_columns,
+    index_error,
     insert,
     migrate,
 )
-
-DAMAGED_SUFFIX = ".damaged"
-RESULT_ARRAYS = RunDir.RESULT_ARRAYS
 
 
 def result_problem(path: Path, thorough: bool = False) -> str | None:
@@ -130,22 +128,8 @@ class Store:
                         conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc):
-                raise StorageError(
-                    f"cannot use the index {self.db_path}: {exc}. Check that {self.root} is a "
-                    "writable folder with free space (or give another --output)."
-                ) from None
-            raise StorageError(
-                f"{self.db_path} stayed locked by another calibench process for 60 s; retry "
-                "(on a network file system, give every job a local --output instead)."
-            ) from None
         except sqlite3.DatabaseError as exc:
-            raise CalibenchError(
-                f"{self.db_path} is not a usable calibench database ({exc}). "
-                f"`calibench status --rebuild --output {self.root}` sets it aside as "
-                f"{DB_NAME}{DAMAGED_SUFFIX} and rebuilds the index from the run folders."
-            ) from None
+            raise index_error(exc, self.db_path) from None
         finally:
             if conn is not None:
                 conn.close()
@@ -202,40 +186,56 @@ class Store:
         ``complete``, ``failed`` or ``running``). The claim trains in a new folder of its own:
         ``force`` retrains a complete run in an attempt folder (the old result stays until the
         new one completes) and any other from scratch; otherwise the newest checkpoints of the
-        previous claim come along (``retry_failed`` resumes a failed run)."""
+        previous claim come along (``retry_failed`` resumes a failed run). A claim interrupted
+        before it is handed over gives its lease back."""
         if not 0 <= spec.seed <= MAX_SEED:
             raise CalibenchError(
                 f"seed {spec.seed} is out of range: seeds must be integers in [0, {MAX_SEED}]."
             )
         self._ensure_index()
-        path = self.run_dir(spec)
-        with self._db(immediate=True) as conn:
-            with _storage(path):
-                recover_swap(path)
-            row = fetch(conn, spec.run_id)
-            status = _effective_status(row, path, thorough=True)
-            refusal = _refusal(row, status, force, retry_failed)
-            if refusal:
-                return refusal
-            attempt = force and status == "complete"
-            token = new_token()
-            columns = index_columns(self.root, spec, path, "complete" if attempt else "running")
-            now = time.time()
-            conn.execute(
-                f"INSERT INTO runs ({', '.join(columns)}, started, owner, heartbeat, lease) "
-                f"VALUES ({', '.join('?' * (len(columns) + 4))}) ON CONFLICT(run_id) DO UPDATE "
-                "SET owner = excluded.owner, heartbeat = excluded.heartbeat, "
-                "lease = excluded.lease, error = NULL, status = excluded.status, "
-                "started = CASE WHEN excluded.status = 'complete' THEN runs.started "
-                "ELSE excluded.started END",
-                (*columns.values(), now, owner_id(), now, token),
-            )
-            folder = attempt_of(path) if attempt else path
-            fd, aside = self._open_claim(spec, folder, token, inherit=not force)
-        if aside is not None:
-            remove_tree(aside)
-        fence = partial(self._hold, spec.run_id, token)
-        return Claim(spec, RunDir(folder, fence, fd), fresh=force, attempt=attempt, lease=token)
+        path, token, fd = self.run_dir(spec), new_token(), None
+        try:
+            with self._db(immediate=True) as conn:
+                with _storage(path):
+                    recover_swap(path)
+                row = fetch(conn, spec.run_id)
+                status = _effective_status(row, path, thorough=True)
+                refusal = _refusal(row, status, force, retry_failed)
+                if refusal:
+                    return refusal
+                attempt = force and status == "complete"
+                self._lease(conn, spec, "complete" if attempt else "running", token)
+                folder = attempt_of(path) if attempt else path
+                fd, aside = self._open_claim(spec, folder, token, inherit=not force)
+            if aside is not None:
+                remove_tree(aside)
+            fence = partial(self._hold, spec.run_id, token)
+            return Claim(spec, RunDir(folder, fence, fd), fresh=force, attempt=attempt, lease=token)
+        except BaseException:
+            if fd is not None:
+                os.close(fd)
+            self._give_back(spec.run_id, token)
+            raise
+
+    def _lease(self, conn: sqlite3.Connection, spec: RunSpec, status: str, token: str) -> None:
+        """Record the lease ``token`` of this process on ``spec``'s row (inserted if new)."""
+        columns = index_columns(self.root, spec, self.run_dir(spec), status)
+        now = time.time()
+        conn.execute(
+            f"INSERT INTO runs ({', '.join(columns)}, started, owner, heartbeat, lease) "
+            f"VALUES ({', '.join('?' * (len(columns) + 4))}) ON CONFLICT(run_id) DO UPDATE "
+            "SET owner = excluded.owner, heartbeat = excluded.heartbeat, "
+            "lease = excluded.lease, error = NULL, status = excluded.status, "
+            "started = CASE WHEN excluded.status = 'complete' THEN runs.started "
+            "ELSE excluded.started END",
+            (*columns.values(), now, owner_id(), now, token),
+        )
+
+    def _give_back(self, run_id: str, token: str) -> None:
+        """Mark the run interrupted if the lease ``token`` still holds it; quietly, since the
+        store itself may be what failed (the lease then dies with this process)."""
+        with suppress(CalibenchError, OSError):
+            self._free(run_id, token, "interrupted", None)
 
     def _open_claim(
         self, spec: RunSpec, folder: Path, token: str, inherit: bool
@@ -307,12 +307,13 @@ class Store:
         if details:
             claim.run.write_text(RunDir.ERROR, details)
         self._write_state(claim.run, "failed", error=reason, epoch=epoch)
-        self._release(claim, "failed", f"epoch {epoch}: {reason}" if epoch else reason)
+        error = f"epoch {epoch}: {reason}" if epoch else reason
+        self._free(claim.spec.run_id, claim.lease, "failed", error)
 
     def interrupt(self, claim: Claim) -> None:
         """Mark a run interrupted (it resumes from its checkpoint) and release its lease."""
         self._write_state(claim.run, "interrupted")
-        self._release(claim, "interrupted", None)
+        self._free(claim.spec.run_id, claim.lease, "interrupted", None)
 
     def fail_dead_owner(self, spec: RunSpec, owner: str, reason: str) -> bool:
         """Mark ``spec`` failed with ``reason`` if the (dead) process ``owner`` still holds its
@@ -332,12 +333,14 @@ class Store:
                 self._write_state(run, "failed", error=reason)
         return bool(hit)
 
-    def _release(self, claim: Claim, status: str, error: str | None) -> None:
+    def _free(self, run_id: str, token: str, status: str, error: str | None) -> None:
+        """Release the lease ``token`` of ``run_id``, recording ``status`` (a complete run stays
+        complete) and ``error``."""
         with self._db() as conn:
             conn.execute(
                 "UPDATE runs SET status = CASE WHEN status = 'complete' THEN 'complete' ELSE ? "
                 "END, error = ?, owner = NULL, lease = NULL WHERE run_id = ? AND lease = ?",
-                (status, error, claim.spec.run_id, claim.lease),
+                (status, error, run_id, token),
             )
 
     def _write_state(self, run: RunDir, status: str, **extra: Any) -> None:

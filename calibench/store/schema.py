@@ -9,9 +9,13 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from calibench.errors import CalibenchError
 from calibench.spec import RunSpec
+from calibench.store.files import StorageError
 
 DB_NAME = "calibench.db"
+DAMAGED_SUFFIX = ".damaged"
+"""A damaged index is set aside as ``calibench.db.damaged`` when it is rebuilt."""
 STATUSES = ("running", "complete", "failed", "interrupted")
 
 SCHEMA = f"""
@@ -101,3 +105,24 @@ def damaged_db(path: Path) -> bool:
     except sqlite3.DatabaseError:
         return True
     return False
+
+
+def index_error(exc: sqlite3.DatabaseError, db_path: Path) -> CalibenchError:
+    """The one message of a failed use of the index ``db_path``: locked too long, unusable (a
+    read-only or full folder: a :class:`StorageError`), or no SQLite database at all."""
+    root = db_path.parent
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return StorageError(
+            f"{db_path} stayed locked by another calibench process for 60 s; retry "
+            "(on a network file system, give every job a local --output instead)."
+        )
+    if isinstance(exc, sqlite3.OperationalError):
+        return StorageError(
+            f"cannot use the index {db_path}: {exc}. Check that {root} is a writable folder "
+            "with free space (or give another --output)."
+        )
+    return CalibenchError(
+        f"{db_path} is not a usable calibench database ({exc}). `calibench status --rebuild "
+        f"--output {root}` sets it aside as {DB_NAME}{DAMAGED_SUFFIX} and rebuilds the index "
+        "from the run folders."
+    )

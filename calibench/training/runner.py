@@ -109,14 +109,21 @@ def run_one(
         raise
     except (Exception, SystemExit) as exc:
         failure = _unexpected(exc, "while building the run")
-    claim = store.claim(spec, force=force, retry_failed=retry_failed) if main else None
-    claim = distributed.broadcast_object(claim)
-    if isinstance(claim, str):
-        return _skipped(spec, claim, progress)
+    claim: Claim | str | None = None
     try:
+        claim = store.claim(spec, force=force, retry_failed=retry_failed) if main else None
+        claim = distributed.broadcast_object(claim)
+        if isinstance(claim, str):
+            return _skipped(spec, claim, progress)
+        assert claim is not None
         return _train_claimed(claim, p, store, progress, failure)
+    except BaseException:
+        if isinstance(claim, Claim):
+            _release_quietly(store, claim)
+        raise
     finally:
-        claim.close()
+        if isinstance(claim, Claim):
+            claim.close()
 
 
 def _train_claimed(
@@ -126,7 +133,8 @@ def _train_claimed(
     progress: RunProgress | None,
     failure: RunFailed | None,
 ) -> Outcome:
-    """Train and store a claimed run, and record how it ended."""
+    """Train and store a claimed run and record how it ended, except an interruption or an
+    error that stops the command, which the caller records."""
     main, started = distributed.is_main(), time.perf_counter()
     try:
         if failure:
@@ -141,14 +149,10 @@ def _train_claimed(
         return _skipped(claim.spec, "taken over", progress)
     except RunFailed as exc:
         return _failed(store, claim, exc, progress)
-    except (*STOPS_THE_COMMAND, KeyboardInterrupt):
-        _release_quietly(store, claim)
+    except STOPS_THE_COMMAND:
         raise
     except (Exception, SystemExit) as exc:
         return _failed(store, claim, _unexpected(exc, "while training"), progress)
-    except BaseException:
-        _release_quietly(store, claim)
-        raise
     if progress:
         progress.finish(claim.spec, metrics, time.perf_counter() - started)
     return Outcome(claim.spec, "complete", metrics)
