@@ -5,7 +5,8 @@ Every executor does the same per spec (:func:`calibench.training.runner.run_one`
 store holds it complete, failed or claimed by a live process, otherwise claim and train it,
 resuming from its last checkpoint. Workers and jobs share the store; SQLite serialises their
 claims. Worker processes die with the command that started them; they ignore the terminal's
-Ctrl-C (the command stops them, so that one message, not a traceback per worker, tells of it).
+Ctrl-C, blocked from their start (the command stops them, so that one message, not a traceback
+per worker, tells of it).
 SIGTERM stops a command as Ctrl-C does, marking the run in progress interrupted. With
 ``gpus_per_run`` > 1 a SLURM job runs one task per process of the run
 (calibench/training/distributed.py).
@@ -24,6 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,8 @@ def _worker_main(
     an error that stops the command is sent back for the parent to raise. SIGTERM (the parent
     stopping it) interrupts the run in progress, which is marked so."""
     die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
         signal.signal(signal.SIGTERM, _interrupt_worker)
         from calibench.plugins import discover_plugins
@@ -163,18 +167,20 @@ def _interrupt_worker(signum: int, frame: object) -> None:
 
 
 @contextmanager
-def _terminal_interrupts_ignored() -> Iterator[None]:
-    """Processes started inside ignore SIGINT, which Python then leaves ignored: the terminal's
-    Ctrl-C reaches the whole process group, and a worker still importing would print a
-    traceback. The parent stops its workers itself (:func:`_stop`)."""
+def _terminal_interrupts_held() -> Iterator[None]:
+    """SIGINT is blocked while inside, and processes started inside inherit the block: the
+    terminal's Ctrl-C reaches the whole process group, and a worker still importing would print
+    a traceback. A worker ignores SIGINT once started (the parent stops its workers itself,
+    :func:`_stop`); a Ctrl-C that reached the parent meanwhile is delivered on leaving."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    resource_tracker.ensure_running()  # its first start unblocks SIGINT; start it before
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 @dataclass
@@ -226,7 +232,7 @@ def run_processes(
     def start(device: str) -> _Worker:
         parent_end, child_end = ctx.Pipe()
         process = ctx.Process(target=_worker_main, args=(child_end, device, *settings), daemon=True)
-        with _terminal_interrupts_ignored():
+        with _terminal_interrupts_held():
             process.start()
         child_end.close()
         return _Worker(process, parent_end, device)
