@@ -230,7 +230,15 @@ class RunDir:
         return {p.name[len(prefix) : -len(suffix)]: p for p in found}
 
     def exists(self, name: str) -> bool:
-        return (self.path / name).exists()
+        """Whether the folder (the one the handle names, when there is one) holds ``name``."""
+        try:
+            if self._fd is None:
+                (self.path / name).stat()
+            else:
+                os.stat(name, dir_fd=self._fd)
+        except FileNotFoundError:
+            return False
+        return True
 
     # Writing --------------------------------------------------------------------------------
 
@@ -244,6 +252,7 @@ class RunDir:
         self.write_bytes(name, json_bytes(obj))
 
     def write_text(self, name: str, text: str) -> None:
+        """Write ``text`` (UTF-8) to ``name``."""
         self.write_bytes(name, text.encode())
 
     def save_arrays(self, name: str, **arrays: Any) -> None:
