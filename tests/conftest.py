@@ -61,3 +61,41 @@ class StopAfter:
 
     def __getattr__(self, name):
         return lambda *args, **kwargs: None
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """ce and ls trained for one epoch on digits by `calibench run` (tests/store_helpers.py)."""
+    from calibench.cli import main
+
+    out = tmp_path_factory.mktemp("trained")
+    argv = ["run", "--methods", "ce,ls", "--epochs", "1", "--device", "cpu", "--output", str(out)]
+    assert main(argv) == 0
+    return out
+
+
+@pytest.fixture
+def store_copy(trained, tmp_path):
+    """A copy of the ``trained`` results folder that a test may damage."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    return copy
+
+
+@pytest.fixture
+def gated(tmp_path):
+    """A plugin folder with the method ``gated`` (tests/store_helpers.py), and its gate file."""
+    import sys
+
+    from store_helpers import GATED
+
+    from calibench.registry import METHODS
+
+    folder = tmp_path / "gated_plugin"
+    folder.mkdir()
+    (folder / "gated.py").write_text(GATED)
+    yield folder, tmp_path / "gate"
+    METHODS.unregister("gated")
+    sys.modules.pop("calibench_plugins.gated_plugin.gated", None)

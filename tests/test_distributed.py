@@ -45,7 +45,8 @@ from calibench.registry import DATASETS
 from calibench.spec import RunSpec
 from calibench.store.index import Store
 from calibench.training import distributed
-from calibench.training.loop import _rank_rng_states, prepare
+from calibench.training.checkpoints import _rank_rng_states
+from calibench.training.loop import prepare
 from calibench.training.runner import run_one
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]

@@ -21,6 +21,7 @@ import torch
 
 from calibench.bench.steps import CachedLogits
 from calibench.method import TrainingSetup, get_method, training_loss
+from calibench.store.files import RunDir
 
 
 def images_per_input(method: str, batch_size: int = 8, num_classes: int = 10) -> float:
@@ -55,8 +56,8 @@ def plan_epochs(
 def measured_run(folder: Path) -> tuple[float, float]:
     """(epoch 1's seconds, the whole run's train_seconds) of the first run stored under
     ``folder``: its log.csv row for epoch 1 (training and validation) and its metrics.json."""
-    for log in sorted(Path(folder).rglob("log.csv")):
-        metrics = log.parent / "metrics.json"
+    for log in sorted(Path(folder).rglob(RunDir.LOG)):
+        metrics = RunDir(log.parent) / RunDir.METRICS
         if not metrics.is_file():
             continue
         with log.open() as f:

@@ -22,11 +22,8 @@ import numpy as np
 
 from calibench.errors import CalibenchError
 from calibench.spec import RunSpec, Training
+from calibench.store.files import RunDir
 from calibench.store.index import DB_NAME, Store
-
-LOG_FILE = "log.csv"
-SPLIT_FILE = "split.npz"
-"""The run-folder files read here: the per-epoch log (its ``seconds`` column) and the split."""
 
 
 @dataclass
@@ -140,7 +137,7 @@ def run_labels(specs: Iterable[RunSpec]) -> dict[str, str]:
 
 def _log_seconds(folder: Path) -> list[float]:
     try:
-        with open(folder / LOG_FILE, newline="") as fh:
+        with open(folder / RunDir.LOG, newline="") as fh:
             return [float(r["seconds"]) for r in csv.DictReader(fh) if r.get("seconds")]
     except (OSError, ValueError, KeyError, csv.Error):
         return []
@@ -211,7 +208,7 @@ def training_images(
 
 def _stored_split_size(folder: Path) -> int | None:
     try:
-        with np.load(folder / SPLIT_FILE) as split:
+        with np.load(folder / RunDir.SPLIT) as split:
             return int(len(split["train_indices"]))
     except (OSError, KeyError, ValueError):
         return None

@@ -35,7 +35,7 @@ from calibench.evaluation.record import evaluate_logits
 from calibench.models import TIMM_PREFIX, build_backbone
 from calibench.registry import DATASETS
 from calibench.spec import RunSpec, Training
-from calibench.store.files import save_arrays, save_torch
+from calibench.store.files import RunDir
 from calibench.store.index import Store
 
 CHECKPOINT = "checkpoint"
@@ -171,20 +171,24 @@ def evaluate_weights(
         return claim
     try:
         started = time.perf_counter()
-        metrics = _evaluate(spec, model, claim.dir)
+        metrics, logits = _evaluate(spec, model, claim.run)
         metrics["train_seconds"] = time.perf_counter() - started
+        store.finish(claim, metrics, logits)
     except KeyboardInterrupt:
         store.interrupt(claim)
         raise
     except Exception as exc:
         store.fail(claim, f"{type(exc).__name__} while evaluating: {exc}", None)
         raise
-    store.finish(claim, metrics)
+    finally:
+        claim.close()
     return metrics
 
 
-def _evaluate(spec: RunSpec, model: nn.Module, run_dir: Path) -> dict[str, Any]:
-    """Logits, weights, split and metrics of ``model`` written into ``run_dir``."""
+def _evaluate(
+    spec: RunSpec, model: nn.Module, run: RunDir
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The metrics and logits of ``model``; its weights and split written into ``run``."""
     t = spec.training
     device = resolve_device(spec.device)
     data = load_dataset(spec.dataset, spec.data_root, False, t.split_seed)
@@ -204,14 +208,13 @@ def _evaluate(spec: RunSpec, model: nn.Module, run_dir: Path) -> dict[str, Any]:
     for name in spec.ood:
         ood = load_dataset(name, spec.data_root, False, t.split_seed)
         arrays[f"ood_{name}_logits"] = logits(ood.test)
-    save_torch(run_dir / "best.pt", {k: v.detach().cpu() for k, v in model.state_dict().items()})
-    save_arrays(run_dir / "split.npz", **data.split_record())
-    save_arrays(run_dir / "logits.npz", **arrays)
+    run.save_torch(RunDir.BEST, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+    run.save_arrays(RunDir.SPLIT, **data.split_record())
     metrics = evaluate_logits(arrays, t.temperature_fit, t.n_bins)
     val_acc = float(np.mean(arrays["val_logits"].argmax(1) == arrays["val_labels"]))
     metrics.update(run_id=spec.run_id, best_epoch=0, best_val_acc=val_acc)
     metrics.update(device=str(device), processes=1)
-    return metrics
+    return metrics, arrays
 
 
 def evaluate_checkpoint(

@@ -21,6 +21,7 @@ from torch import nn
 
 from calibench.errors import CalibenchError
 from calibench.spec import RunSpec
+from calibench.store.files import DamagedFile, RunDir
 
 MAX_SAMPLES = 1000
 """Test images used per run by default (the diagnostic's cost is samples x grid size)."""
@@ -111,9 +112,9 @@ def load_run_model(run_dir: Path, device: torch.device) -> tuple[RunSpec, nn.Mod
 
     run_dir = Path(run_dir)
     try:
-        spec = RunSpec.from_dict(json.loads((run_dir / "config.json").read_text()))
-        weights = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        spec = RunSpec.from_dict(json.loads((RunDir(run_dir) / RunDir.CONFIG).read_text()))
+        weights = RunDir(run_dir).load_torch(RunDir.BEST)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, DamagedFile) as exc:
         raise CalibenchError(
             f"cannot load the model of {run_dir} ({type(exc).__name__}: {exc}); it needs "
             "config.json and best.pt."

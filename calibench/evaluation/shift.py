@@ -23,14 +23,14 @@ from calibench.models import build_backbone
 from calibench.registry import DATASETS
 from calibench.shift import shift_dataset, shift_set_name, shifted_test_sets
 from calibench.spec import RunSpec
-from calibench.store.files import save_arrays
+from calibench.store.files import DamagedFile, RunDir
 
 SHIFT_SEED = 0
 """Seed of calibench's generated corruptions: every run of a dataset sees the same images."""
 
 
 def shift_file(run_dir: Path, set_name: str) -> Path:
-    return run_dir / f"shift-{set_name}.npz"
+    return RunDir(run_dir) / RunDir.shift_name(set_name)
 
 
 def load_selected_model(spec: RunSpec, run_dir: Path, device: torch.device) -> nn.Module:
@@ -40,12 +40,12 @@ def load_selected_model(spec: RunSpec, run_dir: Path, device: torch.device) -> n
         spec.backbone, dataset.num_classes, dataset.in_channels, dataset.image_size
     )
     try:
-        weights = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+        weights = RunDir(run_dir).load_torch(RunDir.BEST)
         model.load_state_dict(weights)
-    except (OSError, RuntimeError, KeyError, EOFError) as exc:
+    except (OSError, RuntimeError, KeyError, EOFError, DamagedFile) as exc:
         raise CalibenchError(
-            f"{run_dir / 'best.pt'} cannot be loaded ({type(exc).__name__}); retrain the run "
-            "with `calibench run ... --force` to evaluate it under shift."
+            f"{RunDir(run_dir) / RunDir.BEST} cannot be loaded ({type(exc).__name__}); retrain "
+            "the run with `calibench run ... --force` to evaluate it under shift."
         ) from None
     return model.to(device).eval()
 
@@ -72,9 +72,9 @@ def evaluate_shift(
         loader = make_loader(LoaderConfig(split, dataset, t.eval_batch_size, device))
         arrays[f"{corruption}/{severity}/logits"] = predict_logits(model, loader, t.precision)
         arrays[f"{corruption}/{severity}/labels"] = split.labels.numpy()
-    path = shift_file(run_dir, shift_set_name(shift, spec.dataset))
-    save_arrays(path, **arrays)
-    return path
+    name = RunDir.shift_name(shift_set_name(shift, spec.dataset))
+    RunDir(run_dir).save_arrays(name, **arrays)
+    return RunDir(run_dir) / name
 
 
 def read_shift_logits(path: Path) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
@@ -97,12 +97,12 @@ def evaluate_shift_runs(
     force: bool = False,
     say=print,
 ) -> list[Path]:
-    """:func:`evaluate_shift` for every ``(spec, run folder)`` whose shift file is missing (all
-    of them with ``force``); returns the files written."""
+    """:func:`evaluate_shift` for every ``(spec, run folder)`` whose shift file is missing or
+    damaged (all of them with ``force``); returns the files written."""
     written = []
     for spec, run_dir in runs:
         path = shift_file(run_dir, shift_set_name(shift, spec.dataset))
-        if path.exists() and not force:
+        if not force and RunDir(run_dir).problem(path.name) is None:
             continue
         written.append(evaluate_shift(spec, run_dir, shift, device, spec.data_root, corruptions))
         say(f"shift {shift_set_name(shift, spec.dataset)}: {spec.label} -> {path.name}")

@@ -51,7 +51,7 @@ from calibench.report.reliability import reliability_diagram
 from calibench.report.shift import severity_markdown, severity_summary, shift_box_plots, shift_table
 from calibench.report.table import Marks
 from calibench.spec import RunSpec, run_name
-from calibench.store.files import write_text
+from calibench.store.files import RunDir, write_text
 from calibench.store.index import Store
 
 KEYS = ["method", "dataset", "backbone", "seed", "epochs"]
@@ -70,8 +70,8 @@ COMPARE = ("published",)
 def load_run(run: dict[str, Any]) -> tuple[RunSpec, dict[str, np.ndarray]]:
     """A complete run's spec and saved logits; a damaged run folder is a clear error."""
     try:
-        spec = RunSpec.from_dict(json.loads((run["dir"] / "config.json").read_text()))
-        with np.load(run["dir"] / "logits.npz") as f:
+        spec = RunSpec.from_dict(json.loads((RunDir(run["dir"]) / RunDir.CONFIG).read_text()))
+        with np.load(RunDir(run["dir"]) / RunDir.LOGITS) as f:
             logits = {k: f[k] for k in f.files}
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise CalibenchError(

@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from calibench.errors import CalibenchError  # noqa: E402
 from calibench.evaluation.mixing import MixingResult  # noqa: E402
+from calibench.store.files import RunDir  # noqa: E402
 
 FORMATS = ("png", "pdf")
 LOG_BOOKKEEPING = ("epoch", "lr", "seconds")
@@ -41,7 +42,7 @@ def save_figure(fig: plt.Figure, stem: Path, formats: tuple[str, ...] = FORMATS)
 def read_log(run_dir: Path) -> pd.DataFrame:
     """A run's per-epoch log (``log.csv``: epoch, lr, loss and its terms, val_acc, val_nll,
     val_ece, seconds)."""
-    path = Path(run_dir) / "log.csv"
+    path = RunDir(run_dir) / RunDir.LOG
     try:
         log = pd.read_csv(path)
     except (OSError, ValueError) as exc:

@@ -34,7 +34,7 @@ from calibench.report.published import COMPARISON_HEADER
 from calibench.report.reliability import reliability_figure
 from calibench.report.table import GROUP, Marks, best_marks, fmt, label, metric_columns
 from calibench.spec import RunSpec
-from calibench.store.files import read_json, write_text
+from calibench.store.files import RunDir, read_json, write_text
 from calibench.store.index import Store
 
 Run = tuple[str, RunSpec, dict[str, np.ndarray]]
@@ -274,7 +274,8 @@ def build_section(
         except CalibenchError as exc:
             section.notes.append(f"training curves of {name} skipped: {exc}")
             continue
-        selected = (read_json(run_dir / "metrics.json") or {}).get("best_epoch") or best_epoch(log)
+        metrics = read_json(RunDir(run_dir) / RunDir.METRICS) or {}
+        selected = metrics.get("best_epoch") or best_epoch(log)
         title = f"{spec.method} | {dataset} | {backbone} | seed {spec.seed}"
         figure = training_curves_figure(log, title, int(selected))
         section.curves.append((name, save_figure(figure, folder / "curves" / name)))
@@ -312,7 +313,7 @@ def settings_html(store: Store, runs: list[Run]) -> str:
     """Each run's ``config.json`` exactly as stored, in a collapsed ``<details>``."""
     parts = []
     for _, spec, _ in sorted(runs, key=lambda r: (r[1].method, r[1].seed)):
-        path = store.run_dir(spec) / "config.json"
+        path = RunDir(store.run_dir(spec)) / RunDir.CONFIG
         try:
             text = path.read_text()
         except OSError:

@@ -21,6 +21,7 @@ from calibench.evaluation.record import SHIFT_METRICS, Transform, shift_rows  # 
 from calibench.evaluation.shift import read_shift_logits  # noqa: E402
 from calibench.report.figures import save_figure  # noqa: E402
 from calibench.spec import RunSpec  # noqa: E402
+from calibench.store.files import RunDir  # noqa: E402
 
 KEYS = ["dataset", "backbone", "method", "config_id", "seed", "run_id"]
 
@@ -34,13 +35,13 @@ def shift_table(
     warning."""
     rows = []
     for spec, run_dir, transforms in runs:
-        for path in sorted(run_dir.glob("shift-*.npz")):
+        for set_name, path in RunDir(run_dir).shift_files().items():
             try:
                 shifted = read_shift_logits(path)
             except (OSError, ValueError, KeyError) as exc:
                 warn(f"skipped damaged shift file {path} ({type(exc).__name__})")
                 continue
-            ids = {**spec.keys(), "set": path.stem.removeprefix("shift-")}
+            ids = {**spec.keys(), "set": set_name}
             rows += [
                 {**ids, **row} for row in shift_rows(shifted, transforms, spec.training.n_bins)
             ]

@@ -4,8 +4,12 @@ or as jobs on a SLURM cluster through submitit.
 Every executor does the same per spec (:func:`calibench.training.runner.run_one`): skip it when the
 store holds it complete, failed or claimed by a live process, otherwise claim and train it,
 resuming from its last checkpoint. Workers and jobs share the store; SQLite serialises their
-claims. Worker processes die with the command that started them. With ``gpus_per_run`` > 1 a
-SLURM job runs one task per process of the run (calibench/training/distributed.py).
+claims. Worker processes die with the command that started them; they ignore the terminal's
+Ctrl-C, blocked from their start (the command stops them, so that one message, not a traceback
+per worker, tells of it).
+SIGTERM stops a command as Ctrl-C does, marking the run in progress interrupted. With
+``gpus_per_run`` > 1 a SLURM job runs one task per process of the run
+(calibench/training/distributed.py).
 """
 
 from __future__ import annotations
@@ -15,9 +19,13 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -25,9 +33,15 @@ from typing import Any
 from calibench.data import declarations, redeclare
 from calibench.errors import CalibenchError
 from calibench.spec import RunSpec
-from calibench.store.index import Store, owner_id
+from calibench.store.index import Store
+from calibench.store.lease import owner_id
 from calibench.training.loop import RunProgress
-from calibench.training.runner import Outcome, run_one
+from calibench.training.runner import Outcome, run_one, terminate_as_interrupt
+
+TERMINATED = (
+    "calibench: terminated (SIGTERM). Finished epochs are saved; run the same command again to "
+    "resume."
+)
 
 
 def run_local(
@@ -39,13 +53,14 @@ def run_local(
 ) -> list[Outcome]:
     """Train ``specs`` one after another in this process."""
     outcomes = []
-    for spec in specs:
-        try:
-            outcomes.append(run_one(spec, store, progress, force, retry_failed))
-        except BaseException:
-            if progress:
-                progress.abort()
-            raise
+    with terminate_as_interrupt(TERMINATED):
+        for spec in specs:
+            try:
+                outcomes.append(run_one(spec, store, progress, force, retry_failed))
+            except BaseException:
+                if progress:
+                    progress.abort()
+                raise
     return outcomes
 
 
@@ -125,9 +140,13 @@ def _worker_main(
     declared: list | None = None,
 ) -> None:
     """A worker process: train each spec the parent sends on ``device`` until it sends None;
-    an error that stops the command is sent back for the parent to raise."""
+    an error that stops the command is sent back for the parent to raise. SIGTERM (the parent
+    stopping it) interrupts the run in progress, which is marked so."""
     die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
+        signal.signal(signal.SIGTERM, _interrupt_worker)
         from calibench.plugins import discover_plugins
 
         discover_plugins([Path(p) for p in plugin_dirs])
@@ -146,6 +165,27 @@ def _worker_main(
             conn.send(("error", CalibenchError(str(exc))))
     except BaseException as exc:
         conn.send(("crash", f"{type(exc).__name__}: {exc}"))
+
+
+def _interrupt_worker(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _terminal_interrupts_held() -> Iterator[None]:
+    """SIGINT is blocked while inside, and processes started inside inherit the block: the
+    terminal's Ctrl-C reaches the whole process group, and a worker still importing would print
+    a traceback. A worker ignores SIGINT once started (the parent stops its workers itself,
+    :func:`_stop`); a Ctrl-C that reached the parent meanwhile is delivered on leaving."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    resource_tracker.ensure_running()  # its first start unblocks SIGINT; start it before
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 @dataclass
@@ -198,12 +238,25 @@ def run_processes(
     def start(device: str) -> _Worker:
         parent_end, child_end = ctx.Pipe()
         process = ctx.Process(target=_worker_main, args=(child_end, device, *settings), daemon=True)
-        process.start()
+        with _terminal_interrupts_held():
+            process.start()
         child_end.close()
         return _Worker(process, parent_end, device)
 
+    with terminate_as_interrupt(TERMINATED):
+        return _dispatch(specs, store, start, devices * runs_per_device, progress)
+
+
+def _dispatch(
+    specs: list[RunSpec],
+    store: Store,
+    start: Any,
+    slots: list[str],
+    progress: RunProgress | None,
+) -> list[Outcome]:
+    """Hand ``specs`` to workers, one started per slot (a device), as each gets free."""
     todo = list(reversed(specs))
-    workers = [start(d) for d in (devices * runs_per_device)[: len(specs)]]
+    workers = [start(d) for d in slots[: len(specs)]]
     outcomes: list[Outcome] = []
     try:
         while todo or any(w.spec for w in workers):
@@ -272,14 +325,14 @@ def _receive(worker: _Worker, store: Store) -> Outcome:
 
 
 def _stop(workers: list[_Worker], graceful: bool) -> None:
-    """End the workers: ``graceful`` asks idle ones to exit; otherwise SIGINT lets a training
+    """End the workers: ``graceful`` asks idle ones to exit; otherwise SIGTERM lets a training
     worker mark its run interrupted, and SIGKILL ends whatever still runs after a grace time."""
     for worker in workers:
         try:
             if graceful:
                 worker.conn.send(None)
             elif worker.process.is_alive():
-                os.kill(worker.process.pid, signal.SIGINT)
+                os.kill(worker.process.pid, signal.SIGTERM)
         except OSError:
             pass
     deadline = time.monotonic() + 10.0
@@ -333,13 +386,10 @@ def run_slurm(
         params["tasks_per_node"] = gpus_per_run
         if params.get("gpus_per_node", 0):
             params["gpus_per_node"] = gpus_per_run
-    executor = submitit.AutoExecutor(
-        folder=store.root / "slurm" / "%j", cluster=params.pop("cluster", None)
-    )
-    try:
-        executor.update_parameters(**params)
-    except (NameError, TypeError, ValueError) as exc:
-        raise CalibenchError(f"bad [slurm] settings in benchmark.toml: {exc}") from None
+    cluster = params.pop("cluster", None)
+    with tempfile.TemporaryDirectory() as scratch:
+        _slurm_executor(submitit, Path(scratch), cluster, params)
+    executor = _slurm_executor(submitit, store.root / "slurm" / "%j", cluster, params)
     wanted = {"pending", "interrupted"} | ({"failed"} if retry_failed else set())
     todo = [s for s in specs if force or store.status(s) in wanted]
     jobs = []
@@ -360,3 +410,15 @@ def run_slurm(
     if not wait:
         return jobs
     return [_outcome(spec, job.results()[0]) for spec, job in zip(todo, jobs, strict=True)]
+
+
+def _slurm_executor(submitit: Any, folder: Path, cluster: str | None, params: dict) -> Any:
+    """A submitit executor logging to ``folder`` with ``params``; bad parameters are one
+    message. Tried first on a scratch folder, so that a rejected command creates nothing."""
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    try:
+        executor.update_parameters(**params)
+    except (NameError, TypeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise CalibenchError(f"bad [slurm] settings in benchmark.toml: {reason}") from None
+    return executor

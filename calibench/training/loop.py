@@ -1,11 +1,13 @@
-"""The training loop: one claimed run in, one result record out.
+"""The training loop: one claimed run in, one result (metrics and logits) out.
 
 SGD with momentum and weight decay, a multi-step learning-rate schedule stepped at the END of
 each epoch, gradient clipping to a global norm, and model selection by the best validation
 accuracy (docs/protocol.md, "Training"). The method supplies the loss; everything else is
-identical for every method. A checkpoint after every epoch (the two newest are kept) lets an
-interrupted run resume exactly. A non-finite loss or parameter, or an error inside the method,
-raises :class:`RunFailed` with the reason and the epoch.
+identical for every method. A checkpoint after every epoch (the two newest are kept, written
+through the claim's fenced folder) lets an interrupted run resume exactly. A non-finite loss or
+parameter, or an error inside the method (an OSError of its own included), raises
+:class:`RunFailed` with the reason and the epoch; only a failed write of the results folder
+(:class:`~calibench.store.files.StorageError`) stops the command.
 
 One run can train over several processes (calibench/training/distributed.py,
 docs/imagenet.md): every rank trains its shard of each global batch through
@@ -15,14 +17,10 @@ model) and writes to the store.
 
 from __future__ import annotations
 
-import csv
-import io
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -46,9 +44,10 @@ from calibench.evaluation.record import evaluate_logits
 from calibench.method import Loss, Method, TrainingSetup, get_method, training_loss
 from calibench.models import build_backbone
 from calibench.spec import RunSpec, Training
-from calibench.store.files import save_arrays, save_torch, write_text
-from calibench.store.index import Claim, Store
+from calibench.store.files import RunDir
+from calibench.store.index import Claim
 from calibench.training import distributed, fast_path
+from calibench.training.checkpoints import History, resume, save_checkpoint, write_log
 from calibench.views import view_batching
 
 
@@ -221,128 +220,6 @@ def train_one_epoch(
     return {name: float(total) / len(loader) for name, total in sums.items()}
 
 
-def _rng_states(p: Prepared) -> dict[str, Any]:
-    cuda = p.device.type == "cuda"
-    return {
-        "method_rng": p.method.rng_state(),
-        "method_state": p.method.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state(p.device) if cuda else None,
-    }
-
-
-def _checkpoint(p: Prepared, history: History) -> dict[str, Any]:
-    """The resume state; rank 0's random states at the top level and the other ranks' in
-    ``other_ranks`` (gathering them is a collective: every rank calls this)."""
-    ranks = distributed.all_gather_object(_rng_states(p))
-    return {
-        "epoch": history.epoch,
-        "model": p.model.state_dict(),
-        "optimizer": p.optimizer.state_dict(),
-        "scheduler": p.scheduler.state_dict(),
-        "generator": p.generator.get_state(),
-        **ranks[0],
-        "other_ranks": ranks[1:],
-        "best": history.best,
-        "best_weights": history.best_weights,
-        "log": history.log,
-    }
-
-
-def _restore(p: Prepared, state: dict[str, Any]) -> None:
-    p.model.load_state_dict(state["model"])
-    p.optimizer.load_state_dict(state["optimizer"])
-    p.scheduler.load_state_dict(state["scheduler"])
-    p.generator.set_state(state["generator"])
-    rng = _rank_rng_states(state, distributed.rank())
-    if rng is None:
-        return
-    p.method.set_rng_state(rng["method_rng"])
-    p.method.load_state_dict(rng.get("method_state", {}))
-    torch.set_rng_state(rng["torch_rng"])
-    if rng["cuda_rng"] is not None and p.device.type == "cuda":
-        torch.cuda.set_rng_state(rng["cuda_rng"], p.device)
-
-
-def _rank_rng_states(state: dict[str, Any], rank: int) -> dict[str, Any] | None:
-    """Rank ``rank``'s saved random states, or None when fewer processes wrote the checkpoint
-    (that rank then keeps the fresh seeding of :func:`prepare`)."""
-    if rank == 0:
-        return state
-    others = state.get("other_ranks", [])
-    return others[rank - 1] if rank <= len(others) else None
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(k for k in row if k not in columns)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-CHECKPOINTS = ("last.pt", "last.prev.pt")
-"""The newest resume checkpoint and the one before it, in the order a resume tries them."""
-
-
-@dataclass
-class History:
-    """What a run has done so far: the last finished epoch, the best-validation epoch and its
-    weights, and the per-epoch log rows."""
-
-    epoch: int = 0
-    best: dict[str, Any] = field(default_factory=lambda: {"val_acc": -1.0, "epoch": 0})
-    best_weights: dict[str, torch.Tensor] = field(default_factory=dict)
-    log: list[dict[str, Any]] = field(default_factory=list)
-
-    def record(self, row: dict[str, Any], model: nn.Module) -> bool:
-        """Log an epoch; keep the model's weights when its validation accuracy is the best so
-        far (the first epoch wins ties). Returns whether it was."""
-        self.epoch = row["epoch"]
-        self.log.append(row)
-        if row["val_acc"] <= self.best["val_acc"]:
-            return False
-        self.best = {"val_acc": row["val_acc"], "epoch": row["epoch"]}
-        self.best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        return True
-
-
-def resume(p: Prepared, run_dir: Path, warn: Callable[[str], None]) -> History | None:
-    """The history of the newest readable checkpoint of ``run_dir``, restored into ``p``; an
-    unreadable one is skipped with a warning. None when there is none to resume from (a restore
-    that failed half-way leaves ``p`` unusable, so the caller prepares it afresh)."""
-    for name in CHECKPOINTS:
-        path = run_dir / name
-        if not path.exists():
-            continue
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            _restore(p, state)
-        except Exception as exc:
-            first_line = (str(exc).strip().splitlines() or [""])[0][:120]
-            warn(f"checkpoint {path} is unreadable ({type(exc).__name__}: {first_line}); skipped")
-            continue
-        return History(state["epoch"], state["best"], state["best_weights"], state["log"])
-    if any((run_dir / name).exists() for name in CHECKPOINTS):
-        warn(f"no readable checkpoint in {run_dir}: the run restarts from epoch 1")
-    return None
-
-
-def save_checkpoint(p: Prepared, history: History, run_dir: Path) -> None:
-    """Write ``last.pt``, keeping the previous one as ``last.prev.pt``. Every rank calls it
-    (the ranks' random states are gathered); rank 0 writes."""
-    state = _checkpoint(p, history)
-    if not distributed.is_main():
-        return
-    newest, previous = (run_dir / name for name in CHECKPOINTS)
-    if newest.exists():
-        os.replace(newest, previous)
-    save_torch(newest, state)
-
-
 @dataclass
 class Loaders:
     train: Loader
@@ -412,7 +289,7 @@ def run_epochs(
             p.method.on_epoch_end(epoch, val_logits, val_labels)
         except RunFailed as exc:
             raise RunFailed(exc.reason, epoch) from None
-        except (KeyboardInterrupt, OSError, CalibenchError):
+        except (KeyboardInterrupt, CalibenchError):
             raise
         except Exception as exc:
             raise RunFailed(f"{type(exc).__name__}: {exc}", epoch) from exc
@@ -444,53 +321,57 @@ def final_logits(p: Prepared, loaders: Loaders, history: History, t: Any) -> dic
     return logits
 
 
+@dataclass
+class RunResult:
+    """What a trained run hands the store: its metrics and the logits they come from."""
+
+    metrics: dict[str, Any]
+    logits: dict[str, np.ndarray]
+
+
 def train(
     claim: Claim,
     p: Prepared,
-    store: Store,
     progress: RunProgress | None = None,
     on_epoch: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
-    """Train the claimed run (resuming from its checkpoint unless the claim is fresh), evaluate
-    the best-validation model, store everything and return the metrics. In a multi-process run
-    every rank calls this with the same claim; rank 0 alone writes and evaluates, and the
-    other ranks return an empty dict once training is done."""
+) -> RunResult | None:
+    """Train the claimed run (resuming from the checkpoints in its folder unless the claim is
+    fresh), evaluate the best-validation model and return the result, for the caller to store.
+    Checkpoints, the selected weights and the log are written after every epoch through the
+    claim's fenced folder. In a multi-process run every rank calls this with the same claim;
+    rank 0 alone writes and evaluates, and the other ranks return None once training is done."""
     started = time.perf_counter()
-    spec, run_dir, t = claim.spec, claim.dir, claim.spec.training
+    spec, run, t = claim.spec, claim.run, claim.spec.training
     main = distributed.is_main()
     warn = progress.warn if progress else (lambda message: None)
-    if claim.fresh and main:
-        for name in (*CHECKPOINTS, "log.csv"):
-            (run_dir / name).unlink(missing_ok=True)
     distributed.barrier()
-    history = resume(p, run_dir, warn)
+    history = resume(p, run, warn)
     if history is None:
         history = History()
-        if any((run_dir / name).exists() for name in CHECKPOINTS):
+        if any(run.exists(name) for name in RunDir.CHECKPOINTS):
             p = prepare(spec)
     elif main:
-        save_torch(run_dir / "best.pt", history.best_weights)
+        run.save_torch(RunDir.BEST, history.best_weights)
+        write_log(run, history)
     loaders = make_loaders(p, t)
     if main:
-        save_arrays(run_dir / "split.npz", **p.data.split_record())
+        run.save_arrays(RunDir.SPLIT, **p.data.split_record())
     if progress:
         progress.start(spec, history.epoch + 1)
     on_batch = partial(progress.batch, len(loaders.train)) if progress else None
     for row in run_epochs(p, loaders, history, t, on_batch):
         if main and history.best["epoch"] == row["epoch"]:
-            save_torch(run_dir / "best.pt", history.best_weights)
-        save_checkpoint(p, history, run_dir)
+            run.save_torch(RunDir.BEST, history.best_weights)
+        save_checkpoint(p, history, run)
         if main:
-            write_text(run_dir / "log.csv", _csv(history.log))
+            write_log(run, history)
         if on_epoch:
             on_epoch(row["epoch"])
         if progress:
             progress.epoch(row)
     if not main:
-        return {}
-
+        return None
     logits = final_logits(p, loaders, history, t)
-    save_arrays(run_dir / "logits.npz", **logits)
     metrics = evaluate_logits(logits, t.temperature_fit, t.n_bins)
     metrics.update(
         run_id=spec.run_id,
@@ -501,7 +382,4 @@ def train(
         processes=distributed.world_size(),
         fast_path=p.fast.describe(),
     )
-    store.finish(claim, metrics)
-    if progress:
-        progress.finish(spec, metrics, time.perf_counter() - started)
-    return metrics
+    return RunResult(metrics, logits)

@@ -15,6 +15,7 @@ from typing import Any
 
 from calibench.errors import CalibenchError
 from calibench.spec import RunSpec
+from calibench.store.files import RunDir
 from calibench.store.index import Store
 
 LOG_DIR = "tensorboard"
@@ -83,7 +84,7 @@ class TensorBoardProgress:
         """Write a run trained elsewhere from its ``log.csv``."""
         import pandas as pd
 
-        path = self.store.run_dir(spec) / "log.csv"
+        path = RunDir(self.store.run_dir(spec)) / RunDir.LOG
         if not path.exists():
             return
         writer = self.writer_class(log_dir=str(self._logdir(spec)))
