@@ -19,7 +19,14 @@ from calibench.evaluation.calibrators import (
     renormalise,
 )
 from calibench.evaluation.calibrators.ensemble import _temperature_objective
+from calibench.evaluation.calibrators.temperature import (
+    TEMPERATURE_GRID,
+    fit_temperature_grid,
+    temperature_calibrator,
+)
+from calibench.evaluation.metrics import accuracy, ece
 from calibench.registry import CALIBRATORS
+from calibench.spec import TEMPERATURE_FITS
 
 BUILT_IN = [
     "dirichlet_odir",
@@ -193,6 +200,49 @@ def test_temperature_nll_matches_netcal() -> None:
     # netcal's "temperature" is the multiplier 1/T of the logits
     assert ours.temperature == pytest.approx(1 / float(np.ravel(theirs.temperature)[0]), rel=1e-4)
     np.testing.assert_allclose(ours.transform(z), theirs.transform(softmax(z, axis=1)), atol=1e-5)
+
+
+def test_grid_temperature_never_changes_accuracy_and_lies_on_the_grid() -> None:
+    z, y = overconfident(temperature=3.0)
+    t = fit_temperature_grid(z, y)
+    assert accuracy(softmax(z / t, axis=1), y) == accuracy(softmax(z, axis=1), y)
+    assert t in TEMPERATURE_GRID
+
+
+@pytest.mark.parametrize("fit", TEMPERATURE_FITS)
+def test_temperature_fits_undo_overconfidence(fit: str) -> None:
+    z, y = overconfident(temperature=3.0)
+    calibrator = temperature_calibrator(fit).fit(z, y)
+    assert calibrator.temperature > 1.5 and not calibrator.at_edge and calibrator.warning == ""
+    assert ece(calibrator.transform(z), y) < ece(softmax(z, axis=1), y) / 2
+    np.testing.assert_array_equal(calibrator.scaled_logits(z), z / calibrator.temperature)
+
+
+def test_unknown_temperature_fit_is_a_clear_error() -> None:
+    with pytest.raises(CalibenchError, match="unknown temperature fit 'ece'"):
+        temperature_calibrator("ece")
+
+
+def test_temperature_on_a_grid_edge_is_flagged() -> None:
+    """Labels drawn at T = 0.02 (far sharper than the logits): the ECE-best T lies below the
+    grid, so the fit stops at 0.1 and says so; T = 1 on calibrated logits is inside."""
+    z, y = overconfident(temperature=0.02)
+    low = get_calibrator("temperature").fit(z, y)
+    assert low.temperature == 0.1 and low.at_edge
+    assert low.warning.startswith("grid edge: T = 0.1 is the lowest value of the reference grid")
+    inside = get_calibrator("temperature").fit(*overconfident(temperature=1.0))
+    assert not inside.at_edge and inside.warning == ""
+
+
+def test_temperature_nll_of_a_separable_validation_set_is_flagged() -> None:
+    """Every validation prediction right: the NLL falls as T falls and has no minimum; one
+    wrong prediction gives it one."""
+    z, y = np.eye(4)[np.arange(40) % 4] * 3.0, np.arange(40) % 4
+    fitted = get_calibrator("temperature_nll").fit(z, y)
+    assert fitted.temperature < 0.5
+    assert fitted.warning.startswith("separable: all 40 validation predictions are right")
+    y[0] = 1
+    assert get_calibrator("temperature_nll").fit(z, y).warning == ""
 
 
 # --- vector, matrix and Dirichlet scaling ---------------------------------------------------
