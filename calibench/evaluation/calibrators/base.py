@@ -17,6 +17,11 @@ from calibench.errors import CalibenchError
 from calibench.registry import CALIBRATORS
 from calibench.settings import build_settings, dataclass_registrar, field_types
 
+MIN_PER_CLASS = 10
+"""Calibrators with per-class parameters warn when a class has fewer validation samples than
+this: the rule of thumb of about 10 events per fitted variable in logistic regression (Peduzzi
+et al., J. Clin. Epidemiol. 1996)."""
+
 
 class Calibrator:
     """Base class of every post-hoc calibrator. Subclasses are dataclasses whose fields are the
