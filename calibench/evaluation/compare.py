@@ -85,8 +85,7 @@ class TableVerdict:
             if (test.a, test.b) == (a, b):
                 return test
             if (test.a, test.b) == (b, a):
-                return PairTest(a, b, -test.difference, -test.t, test.p, test.p_holm,
-                                test.significant)  # fmt: skip
+                return replace(test, a=a, b=b, difference=-test.difference, t=-test.t)
         raise CalibenchError(f"no test of {a!r} against {b!r} in this verdict.")
 
 
@@ -257,6 +256,8 @@ def paired_comparison(
     lower = is_lower_better(name) if lower_is_better is None else lower_is_better
     a_values, b_values = _paired_values(name, a, b, names)
     seeds = tuple(range(len(a_values))) if seeds is None else tuple(seeds)
+    if len(seeds) != len(a_values):
+        raise CalibenchError(f"got {len(a_values)} values per method but {len(seeds)} seeds.")
     runs = pd.DataFrame(
         {
             "method": [names[0]] * len(seeds) + [names[1]] * len(seeds),

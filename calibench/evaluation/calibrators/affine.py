@@ -1,13 +1,14 @@
 """Fitting softmax(W x + b) on features x of the logits by penalised NLL: the machinery shared
 by vector, matrix and Dirichlet scaling (calibench.evaluation.calibrators.linear). The map is
-one matrix theta = [W, b] of shape (K, F + 1) acting on x~ = [x, 1]; ``free`` says which entries
+one matrix theta = [W, b] of shape (K, K + 1) acting on x~ = [x, 1]; ``free`` says which entries
 are fitted (the others keep their start value), ``penalty`` holds the per-entry weight c of the
-term c * theta^2 added to the mean NLL (ODIR, Kull et al., NeurIPS 2019). The fit is Newton's
-method with a trust region and Hessian-vector products (scipy's trust-ncg; Nocedal and Wright
-2006, ch. 7); :func:`separable` tells, by a linear programme, when the NLL has no minimum along
-the unpenalised entries; :func:`cross_validated_nll` scores penalties, and a baseline map, on
-held-out folds.
-Definitions: docs/calibrators.md."""
+term c * theta^2 added to the mean NLL (ODIR, Kull et al., NeurIPS 2019). Up to
+``NEWTON_MAX_PARAMETERS`` free entries the fit is Newton's method with a trust region and exact
+Hessian-vector products (scipy's trust-ncg; Nocedal and Wright 2006, ch. 7), above it L-BFGS-B
+(the same objective; a Newton step on 10,100 weights costs too many Hessian products).
+:func:`separable` tells, by a linear programme, when the NLL has no minimum along the
+unpenalised entries; :func:`cross_validated_nll` scores penalties, and a baseline map, on
+held-out folds. Definitions: docs/calibrators.md."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from sklearn.model_selection import StratifiedKFold
 
 GTOL = 1e-7
 """Gradient norm at which the Newton fit stops."""
+NEWTON_MAX_PARAMETERS = 2000
 CV_MAX_ITER = 100
 """Iterations of each cross-validation fit (a fold the unpenalised weights separate would
 otherwise run to the full limit)."""
@@ -29,8 +31,9 @@ otherwise run to the full limit)."""
 
 @dataclass
 class AffineProblem:
-    """One penalised fit: ``features`` x~ (N, F + 1), bias column last; integer ``labels`` (N,);
-    ``free`` (K, F + 1) the fitted entries; ``penalty`` (K, F + 1) the per-entry weights."""
+    """One penalised fit: ``features`` x~ (N, K + 1), bias column last; integer ``labels`` (N,);
+    ``free`` (K, K + 1) the fitted entries; ``penalty`` (K, K + 1) the per-entry weights. When
+    no off-diagonal weight is free (vector scaling) the scores are computed as x * diag(W) + b."""
 
     features: np.ndarray
     labels: np.ndarray
@@ -38,12 +41,29 @@ class AffineProblem:
     penalty: np.ndarray
 
     def __post_init__(self) -> None:
-        self._onehot = np.eye(self.free.shape[0])[self.labels]
+        k = self.free.shape[0]
+        self._onehot = np.eye(k)[self.labels]
+        self._diagonal = not (self.free[:, :-1] & ~np.eye(k, dtype=bool)).any()
         self._cache: tuple[bytes, np.ndarray] | None = None
+
+    def scores(self, theta: np.ndarray) -> np.ndarray:
+        """x~ theta^T, (N, K)."""
+        if self._diagonal:
+            return self.features[:, :-1] * np.diag(theta[:, :-1]) + theta[:, -1]
+        return self.features @ theta.T
+
+    def _pull_back(self, residual: np.ndarray) -> np.ndarray:
+        """residual^T x~ / N (K, K + 1): the gradient of mean_i sum_k residual_ik scores_ik."""
+        if not self._diagonal:
+            return residual.T @ self.features / len(self.labels)
+        out = np.zeros(self.free.shape)
+        out[:, :-1] = np.diag(np.sum(residual * self.features[:, :-1], axis=0))
+        out[:, -1] = residual.sum(axis=0)
+        return out / len(self.labels)
 
     def log_probs(self, theta: np.ndarray) -> np.ndarray:
         """log softmax(x~ theta^T), (N, K)."""
-        return log_softmax(self.features @ theta.T, axis=1)
+        return log_softmax(self.scores(theta), axis=1)
 
     def full(self, start: np.ndarray, x: np.ndarray) -> np.ndarray:
         """theta with the free entries set to ``x`` and the others from ``start``."""
@@ -61,10 +81,10 @@ class AffineProblem:
         """Mean NLL + sum penalty * theta^2, and its gradient on the free entries:
         (softmax - onehot)^T x~ / N + 2 penalty * theta."""
         log_p = self.log_probs(theta)
+        self._cache = (theta.tobytes(), np.exp(log_p))
         n = len(self.labels)
         value = -log_p[np.arange(n), self.labels].mean() + np.sum(self.penalty * theta**2)
-        residual = self._probs(theta) - self._onehot
-        gradient = residual.T @ self.features / n + 2 * self.penalty * theta
+        gradient = self._pull_back(self._cache[1] - self._onehot) + 2 * self.penalty * theta
         return float(value), gradient[self.free]
 
     def hessian_product(self, theta: np.ndarray, direction: np.ndarray) -> np.ndarray:
@@ -73,18 +93,36 @@ class AffineProblem:
         p = self._probs(theta)
         v = np.zeros_like(theta)
         v[self.free] = direction
-        d_scores = self.features @ v.T
+        d_scores = self.scores(v)
         d_residual = p * (d_scores - np.sum(p * d_scores, axis=1, keepdims=True))
-        product = d_residual.T @ self.features / len(self.labels) + 2 * self.penalty * v
-        return product[self.free]
+        return (self._pull_back(d_residual) + 2 * self.penalty * v)[self.free]
 
 
 def fit_affine(problem: AffineProblem, start: np.ndarray, max_iter: int) -> tuple[np.ndarray, bool]:
-    """theta minimising ``problem``'s objective from ``start`` by trust-region Newton-CG
-    (at most ``max_iter`` iterations, gradient norm ``GTOL``); returns theta and whether the
+    """theta minimising ``problem``'s objective from ``start`` (at most ``max_iter``
+    iterations): trust-region Newton-CG to gradient norm ``GTOL``, or L-BFGS-B (scipy's default
+    tolerances) above ``NEWTON_MAX_PARAMETERS`` free entries. Returns theta and whether the
     optimiser converged."""
+
+    def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
+        return problem.value_and_gradient(problem.full(start, x))
+
+    if problem.free.sum() > NEWTON_MAX_PARAMETERS:
+        # L-BFGS-B on (s W, b), s the RMS of the features: the same optimum, with curvatures of
+        # W and b of the same order
+        scale = np.ones(problem.free.shape)
+        scale[:, :-1] = np.sqrt(np.mean(problem.features[:, :-1] ** 2)) or 1.0
+        s = scale[problem.free]
+
+        def scaled(u: np.ndarray) -> tuple[float, np.ndarray]:
+            value, gradient = objective(u / s)
+            return value, gradient / s
+
+        result = minimize(scaled, start[problem.free] * s, jac=True, method="L-BFGS-B",
+                          options={"maxiter": max_iter})  # fmt: skip
+        return problem.full(start, result.x / s), bool(result.success)
     result = minimize(
-        lambda x: problem.value_and_gradient(problem.full(start, x)),
+        objective,
         start[problem.free],
         jac=True,
         hessp=lambda x, v: problem.hessian_product(problem.full(start, x), v),
@@ -103,21 +141,23 @@ def separable(problem: AffineProblem) -> bool:
     entries = np.argwhere(problem.free & (problem.penalty == 0))
     if len(entries) == 0:
         return False
-    x, y = problem.features, problem.labels
-    k = problem.free.shape[0]
-    rows, other = np.nonzero(np.arange(k)[None, :] != y[:, None])
-    constraint = np.arange(len(rows))
-    parts = []
-    for column, (cls, feature) in enumerate(entries):
-        value = x[rows, feature] * ((other == cls).astype(float) - (y[rows] == cls))
-        keep = value != 0
-        parts.append((value[keep], constraint[keep], np.full(keep.sum(), column)))
-    data, row_index, col_index = (np.concatenate(p) for p in zip(*parts, strict=True))
-    matrix = sparse.csr_array((data, (row_index, col_index)), shape=(len(rows), len(entries)))
+    x, y, k = problem.features, problem.labels, problem.free.shape[0]
+    sample, other = np.nonzero(np.arange(k)[None, :] != y[:, None])
+    by_class = np.argsort(entries[:, 0], kind="stable")
+    counts = np.bincount(entries[:, 0], minlength=k)
+    first = np.r_[0, np.cumsum(counts)[:-1]]
+    blocks = []
+    for cls, sign in ((other, 1.0), (y[sample], -1.0)):
+        rows = np.repeat(np.arange(len(sample)), counts[cls])
+        offset = np.arange(len(rows)) - np.repeat(np.cumsum(counts[cls]) - counts[cls], counts[cls])
+        columns = by_class[np.repeat(first[cls], counts[cls]) + offset]
+        blocks.append((sign * x[sample[rows], entries[columns, 1]], rows, columns))
+    data, rows, columns = (np.concatenate(b) for b in zip(*blocks, strict=True))
+    matrix = sparse.csr_array((data, (rows, columns)), shape=(len(sample), len(entries)))
     result = linprog(
         np.zeros(len(entries)),
         A_ub=matrix,
-        b_ub=-np.ones(len(rows)),
+        b_ub=-np.ones(len(sample)),
         bounds=(None, None),
         method="highs",
     )
@@ -141,12 +181,12 @@ def cross_validated_nll(
     rows = np.arange(len(problem.labels))
     for f, (train, held) in enumerate(splitter.split(rows, problem.labels)):
         y_train, y_held = problem.labels[train], problem.labels[held]
+        test = AffineProblem(problem.features[held], y_held, problem.free, problem.penalty)
         theta = start
         for c, penalty in enumerate(penalties):
             part = AffineProblem(problem.features[train], y_train, problem.free, penalty)
             theta, _ = fit_affine(part, theta, CV_MAX_ITER)
-            log_p = log_softmax(problem.features[held] @ theta.T, axis=1)
-            scores[f, c] = -log_p[np.arange(len(held)), y_held].mean()
+            scores[f, c] = -test.log_probs(theta)[np.arange(len(held)), y_held].mean()
         log_p = baseline(train, y_train)(held)
         scores[f, -1] = -log_p[np.arange(len(held)), y_held].mean()
     mean = scores.mean(axis=0)

@@ -89,7 +89,10 @@ class _AffineCalibrator(Calibrator):
         start = np.c_[np.eye(k), np.zeros(k)]
         self.lambda_, self.mu_, fallback = self._strengths(problem, start, logits)
         problem.penalty = self.penalty(k, self.lambda_, self.mu_)
-        if not fallback and separable(problem):
+        theta, converged = (start, True) if fallback else fit_affine(problem, start, self.max_iter)
+        # a separable set leaves the fit unconverged or with every sample right (docs)
+        all_right = np.all(problem.scores(theta).argmax(axis=1) == labels)
+        if not fallback and (all_right or not converged) and separable(problem):
             fallback = (
                 f"separable: the unpenalised weights alone classify all {len(labels)} "
                 "validation samples correctly, so the NLL has no minimum"
@@ -97,10 +100,8 @@ class _AffineCalibrator(Calibrator):
         if fallback:
             t = fit_temperature_nll(logits, labels)
             self.warn(f"{fallback}; fell back to temperature scaling by NLL (T = {t:.3g})")
-            self._store(np.c_[np.eye(k) / t, np.zeros(k)])
-            return
-        theta, converged = fit_affine(problem, start, self.max_iter)
-        if not converged:
+            theta = np.c_[np.eye(k) / t, np.zeros(k)]
+        elif not converged:
             self.warn(
                 f"diverged weights: no convergence in {self.max_iter} iterations "
                 f"(largest |weight| {np.abs(theta[:, :-1]).max():.3g})"
