@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -18,8 +20,26 @@ from calibench.evaluation.calibrators import (
     register_calibrator,
     renormalise,
 )
+from calibench.evaluation.calibrators.affine import AffineProblem, separable
+from calibench.evaluation.calibrators.base import Uncalibrated
 from calibench.evaluation.calibrators.ensemble import _temperature_objective
+from calibench.evaluation.calibrators.linear import strength_grid
+from calibench.evaluation.calibrators.temperature import (
+    TEMPERATURE_GRID,
+    fit_temperature_grid,
+    temperature_calibrator,
+)
+from calibench.evaluation.metrics import accuracy, ece
+from calibench.evaluation.record import (
+    PROBABILITY_FLOOR,
+    calibrated_metrics,
+    calibrator_rows,
+    fit_calibrators,
+    metrics_of_log_probabilities,
+    metrics_of_probabilities,
+)
 from calibench.registry import CALIBRATORS
+from calibench.spec import TEMPERATURE_FITS
 
 BUILT_IN = [
     "dirichlet_odir",
@@ -74,6 +94,7 @@ def test_unknown_name_lists_the_valid_ones() -> None:
         ("dirichlet_odir", {"reg_mu": True}, "reg_mu must be a finite number"),
         ("ensemble_ts", {"loss": "brier"}, "loss must be one of 'mse', 'ce'"),
         ("vector", {"max_iter": 0}, "max_iter must be >= 1"),
+        ("matrix_odir", {"cv_folds": 1}, "cv_folds must be 0 \\(no cross-validation\\) or >= 2"),
     ],
 )
 def test_bad_hyperparameter_is_a_clear_error(name: str, hyperparameters: dict, message: str):
@@ -84,7 +105,13 @@ def test_bad_hyperparameter_is_a_clear_error(name: str, hyperparameters: dict, m
 def test_hyperparameters_are_coerced_and_listed() -> None:
     calibrator = get_calibrator("matrix_odir", reg_lambda=3, reg_mu=None)
     assert calibrator.reg_lambda == 3.0 and isinstance(calibrator.reg_lambda, float)
-    assert calibrator.hyperparameters() == {"reg_lambda": 3.0, "reg_mu": None, "max_iter": 1000}
+    assert calibrator.hyperparameters() == {
+        "reg_lambda": 3.0,
+        "reg_mu": None,
+        "cv_folds": 5,
+        "max_iter": 1000,
+    }
+    assert "reg_lambda" not in calibrator_fields("vector")
     assert calibrator_fields("histogram_binning") == {"n_bins": (int, 15)}
 
 
@@ -195,6 +222,49 @@ def test_temperature_nll_matches_netcal() -> None:
     np.testing.assert_allclose(ours.transform(z), theirs.transform(softmax(z, axis=1)), atol=1e-5)
 
 
+def test_grid_temperature_never_changes_accuracy_and_lies_on_the_grid() -> None:
+    z, y = overconfident(temperature=3.0)
+    t = fit_temperature_grid(z, y)
+    assert accuracy(softmax(z / t, axis=1), y) == accuracy(softmax(z, axis=1), y)
+    assert t in TEMPERATURE_GRID
+
+
+@pytest.mark.parametrize("fit", TEMPERATURE_FITS)
+def test_temperature_fits_undo_overconfidence(fit: str) -> None:
+    z, y = overconfident(temperature=3.0)
+    calibrator = temperature_calibrator(fit).fit(z, y)
+    assert calibrator.temperature > 1.5 and not calibrator.at_edge and calibrator.warning == ""
+    assert ece(calibrator.transform(z), y) < ece(softmax(z, axis=1), y) / 2
+    np.testing.assert_array_equal(calibrator.scaled_logits(z), z / calibrator.temperature)
+
+
+def test_unknown_temperature_fit_is_a_clear_error() -> None:
+    with pytest.raises(CalibenchError, match="unknown temperature fit 'ece'"):
+        temperature_calibrator("ece")
+
+
+def test_temperature_on_a_grid_edge_is_flagged() -> None:
+    """Labels drawn at T = 0.02 (far sharper than the logits): the ECE-best T lies below the
+    grid, so the fit stops at 0.1 and says so; T = 1 on calibrated logits is inside."""
+    z, y = overconfident(temperature=0.02)
+    low = get_calibrator("temperature").fit(z, y)
+    assert low.temperature == 0.1 and low.at_edge
+    assert low.warning.startswith("grid edge: T = 0.1 is the lowest value of the reference grid")
+    inside = get_calibrator("temperature").fit(*overconfident(temperature=1.0))
+    assert not inside.at_edge and inside.warning == ""
+
+
+def test_temperature_nll_of_a_separable_validation_set_is_flagged() -> None:
+    """Every validation prediction right: the NLL falls as T falls and has no minimum; one
+    wrong prediction gives it one."""
+    z, y = np.eye(4)[np.arange(40) % 4] * 3.0, np.arange(40) % 4
+    fitted = get_calibrator("temperature_nll").fit(z, y)
+    assert fitted.temperature < 0.5
+    assert fitted.warning.startswith("separable: all 40 validation predictions are right")
+    y[0] = 1
+    assert get_calibrator("temperature_nll").fit(z, y).warning == ""
+
+
 # --- vector, matrix and Dirichlet scaling ---------------------------------------------------
 
 
@@ -253,25 +323,125 @@ def odir_objective_by_hand(w, b, x, y, lam, mu) -> float:
     return total / len(y) + lam / (k * (k - 1)) * off + mu / k * sum(v**2 for v in b)
 
 
-def test_odir_objective_and_gradient() -> None:
-    rng = np.random.default_rng(7)
+def odir_problem(rng: np.random.Generator, lam: float, mu: float):
     x, y, k = rng.normal(size=(40, 3)), rng.integers(0, 3, 40), 3
-    calibrator = get_calibrator("matrix_odir", reg_lambda=2.0, reg_mu=0.5)
-    theta = rng.normal(size=k * k + k)
-    loss, _ = calibrator.objective(theta, x, y)
-    w, b = theta[: k * k].reshape(k, k), theta[k * k :]
-    assert loss == pytest.approx(odir_objective_by_hand(w, b, x, y, 2.0, 0.5), rel=1e-12)
+    calibrator = get_calibrator("matrix_odir", reg_lambda=lam, reg_mu=mu)
+    free = calibrator.free_entries(k)
+    problem = AffineProblem(np.c_[x, np.ones(40)], y, free, calibrator.penalty(k, lam, mu))
+    return problem, x, y
+
+
+def test_odir_objective_gradient_and_hessian() -> None:
+    rng = np.random.default_rng(7)
+    problem, x, y = odir_problem(rng, 2.0, 0.5)
+    theta = rng.normal(size=(3, 4))
+    loss, _ = problem.value_and_gradient(theta)
+    assert loss == pytest.approx(
+        odir_objective_by_hand(theta[:, :3], theta[:, 3], x, y, 2.0, 0.5), rel=1e-12
+    )
+    flat = theta.ravel()
     error = check_grad(
-        lambda t: calibrator.objective(t, x, y)[0],
-        lambda t: calibrator.objective(t, x, y)[1],
-        theta,
+        lambda t: problem.value_and_gradient(t.reshape(3, 4))[0],
+        lambda t: problem.value_and_gradient(t.reshape(3, 4))[1],
+        flat,
     )
     assert error < 1e-5
+    direction = rng.normal(size=12)
+    step = 1e-6
+    by_differences = (
+        problem.value_and_gradient((flat + step * direction).reshape(3, 4))[1]
+        - problem.value_and_gradient((flat - step * direction).reshape(3, 4))[1]
+    ) / (2 * step)
+    np.testing.assert_allclose(
+        problem.hessian_product(theta, direction), by_differences, rtol=1e-5, atol=1e-8
+    )
 
 
-def test_default_odir_strength_scales_with_the_classes() -> None:
-    assert get_calibrator("matrix_odir").penalties(10) == (2.5 * 90, 0.1)
-    assert get_calibrator("dirichlet_odir", reg_lambda=7.0).penalties(100) == (7.0, 1.0)
+def test_vector_scaling_fits_only_the_diagonal_and_the_intercept() -> None:
+    calibrator = get_calibrator("vector")
+    free = calibrator.free_entries(3)
+    np.testing.assert_array_equal(free, np.c_[np.eye(3, dtype=bool), np.ones(3, dtype=bool)])
+    penalty = calibrator.penalty(3, 6.0, 3.0)
+    np.testing.assert_allclose(penalty, np.c_[np.zeros((3, 3)), np.ones(3)])
+
+
+def test_fixed_odir_strengths_scale_with_the_classes() -> None:
+    z, y = overconfident(n=300, k=4)
+    fixed = get_calibrator("matrix_odir", cv_folds=0).fit(z, y)
+    assert (fixed.lambda_, fixed.mu_) == (2.5 * 12, 0.04) and fixed.cv_nll_ == {}
+    given = get_calibrator("dirichlet_odir", reg_lambda=7.0, reg_mu=1.0).fit(z, y)
+    assert (given.lambda_, given.mu_) == (7.0, 1.0)
+    np.testing.assert_allclose(given.penalty(4, 7.0, 1.0)[0], [0, 7 / 12, 7 / 12, 7 / 12, 0.25])
+
+
+def test_the_strength_grid_is_kull_et_al_s_decades() -> None:
+    assert strength_grid(10).tolist() == [10.0**e for e in range(6, -6, -1)]
+    assert strength_grid(100)[-1] == 1e-2 and strength_grid(100)[0] == 1e6
+
+
+def test_cross_validation_picks_a_strength_when_the_map_helps() -> None:
+    """Labels from a full linear map of the logits: matrix scaling beats temperature scaling on
+    held-out folds, and the chosen strength is the cross-validated best."""
+    rng = np.random.default_rng(6)
+    w = np.array([[1.0, 0.5, 0.0], [-0.4, 1.2, 0.3], [0.2, 0.0, 0.7]])
+    z = rng.normal(size=(3000, 3)) * 2
+    y = sample_labels(softmax(z @ w.T, axis=1), rng)
+    fitted = get_calibrator("matrix_odir").fit(z, y)
+    assert fitted.warning == ""
+    best = min(fitted.cv_nll_, key=fitted.cv_nll_.get)
+    assert fitted.lambda_ == best * 6 and fitted.mu_ == best * 3
+    assert fitted.cv_nll_[best] < fitted.cv_nll_temperature_
+
+
+def test_cross_validation_falls_back_to_temperature_scaling_and_says_so() -> None:
+    """Labels drawn at T = 2, 25 samples per class: the 72 extra weights only overfit."""
+    z, y = overconfident(n=200, k=8, temperature=2.0, seed=0)
+    fitted = get_calibrator("matrix_odir").fit(z, y)
+    assert fitted.warning.startswith("cross-validation: temperature scaling's held-out NLL")
+    assert "fell back to temperature scaling by NLL" in fitted.warning
+    t = get_calibrator("temperature_nll").fit(z, y).temperature
+    np.testing.assert_allclose(fitted.transform(z), softmax(z / t, axis=1), atol=1e-12)
+
+
+def test_separable_when_the_unpenalised_weights_alone_classify_every_sample() -> None:
+    """The label is the argmax of z * (3, 1, 1), with a margin: the diagonal alone separates
+    the samples although the plain argmax does not; five flipped labels make it inseparable."""
+    rng = np.random.default_rng(11)
+    scaled = rng.normal(size=(400, 3)) * np.array([3.0, 1.0, 1.0])
+    ordered = np.sort(scaled, axis=1)
+    scaled = scaled[ordered[:, -1] - ordered[:, -2] > 0.1]
+    z, y = scaled / np.array([3.0, 1.0, 1.0]), scaled.argmax(axis=1)
+    assert np.mean(z.argmax(axis=1) == y) < 0.95
+    calibrator = get_calibrator("matrix_odir", reg_lambda=1.0, reg_mu=1.0)
+    free, penalty = calibrator.free_entries(3), calibrator.penalty(3, 1.0, 1.0)
+    assert separable(AffineProblem(np.c_[z, np.ones(len(z))], y, free, penalty))
+    flipped = y.copy()
+    flipped[:5] = (flipped[:5] + 1) % 3
+    assert not separable(AffineProblem(np.c_[z, np.ones(len(z))], flipped, free, penalty))
+    fitted = calibrator.fit(z, y)
+    assert fitted.warning.startswith(
+        f"separable: the unpenalised weights alone classify all {len(y)} validation samples"
+    )
+    t = get_calibrator("temperature_nll").fit(z, y).temperature
+    np.testing.assert_allclose(fitted.weight, np.eye(3) / t)
+
+
+def test_too_few_samples_per_class_are_flagged() -> None:
+    z, y = overconfident(n=60, k=5)
+    y[y == 4] = 3
+    y[:4] = 4
+    for name in ("vector", "matrix_odir", "dirichlet_odir", "isotonic", "histogram_binning"):
+        warning = get_calibrator(name).fit(z, y).warning
+        assert warning.startswith("too few samples per class: class 4 has 4 validation samples")
+    warning = get_calibrator("matrix_odir").fit(z, y).warning
+    assert "penalty strengths fixed at the defaults, not cross-validated" in warning
+    assert get_calibrator("temperature").fit(z, y).warning == ""
+
+
+def test_an_unfinished_fit_is_flagged() -> None:
+    z, y = overconfident(n=300, k=4)
+    fitted = get_calibrator("matrix_odir", reg_lambda=0.0, reg_mu=0.0, max_iter=1).fit(z, y)
+    assert fitted.warning.startswith("diverged weights: no convergence in 1 iterations")
 
 
 def torch_odir_fit(x: np.ndarray, y: np.ndarray, lam: float, mu: float) -> np.ndarray:
@@ -432,3 +602,65 @@ def test_rows_mapped_to_zero_become_uniform(name: str, hyperparameters: dict) ->
     assert not np.isnan(out).any()
     np.testing.assert_allclose(out[0], 1 / 3)
     np.testing.assert_allclose(out[1], [0.0, 0.0, 1.0])
+
+
+# --- log-probabilities, NLL without a silent floor, warnings on stored runs -----------------
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_log_transform_is_the_log_of_transform(name: str) -> None:
+    z, y = overconfident()
+    calibrator = get_calibrator(name).fit(z, y)
+    test = np.random.default_rng(3).normal(size=(200, 5)) * 3
+    with np.errstate(divide="ignore"):
+        expected = np.log(calibrator.transform(test))
+    np.testing.assert_allclose(calibrator.log_transform(test), expected, atol=1e-9)
+
+
+def test_the_nll_comes_from_log_probabilities_not_a_floor() -> None:
+    """softmax of (800, 0) gives the true class exactly 0 in float64; log_softmax gives -800."""
+    z, y = np.array([[0.0, 800.0], [3.0, 0.0]]), np.array([0, 0])
+    plain = Uncalibrated().fit(z, y)
+    metrics, warning = calibrated_metrics(plain, z, y)
+    assert metrics["nll"] == pytest.approx((800.0 + np.log1p(np.exp(-3.0))) / 2)
+    assert warning == ""
+    floored = metrics_of_probabilities(plain.transform(z), y)["nll"]
+    assert floored == pytest.approx((-np.log(PROBABILITY_FLOOR) + np.log1p(np.exp(-3.0))) / 2)
+
+
+def test_zero_probabilities_are_floored_counted_and_said() -> None:
+    with np.errstate(divide="ignore"):
+        log_p = np.log(np.array([[0.5, 0.5], [1.0, 0.0], [0.0, 1.0]]))
+    metrics, warning = metrics_of_log_probabilities(log_p, np.array([0, 1, 1]))
+    assert warning == (
+        "probabilities floored: 1 of 3 samples give their true class probability 0; their NLL "
+        "term uses 1e-12 instead"
+    )
+    assert metrics["nll"] == pytest.approx((np.log(2) - np.log(PROBABILITY_FLOOR)) / 3)
+
+
+def test_calibrator_rows_carry_the_fit_warning() -> None:
+    z, y = overconfident(n=60, k=5)
+    y[:4], y[y == 4] = 4, 3
+    fitted = fit_calibrators(("isotonic", "temperature"), z, y)
+    rows = {r["calibrator"]: r for r in calibrator_rows(fitted, z, y)}
+    assert set(rows) == {"none", "isotonic", "temperature"}
+    assert rows["isotonic"]["warning"].startswith("too few samples per class: class 4 has")
+    assert rows["none"]["warning"] == rows["temperature"]["warning"] == ""
+
+
+DIGITS = Path(__file__).resolve().parents[1] / "results" / "digits-3seeds"
+
+
+@pytest.mark.parametrize("name", ["vector", "matrix_odir", "dirichlet_odir"])
+def test_no_digits_calibrator_doubles_the_nll_without_saying_why(name: str) -> None:
+    """The 39 stored digits-3seeds runs (216 validation images each): a fitted map whose test
+    NLL is more than twice the run's uncalibrated NLL must carry a warning."""
+    paths = sorted(DIGITS.glob("runs/digits/small_cnn/*/*/logits.npz"))
+    assert len(paths) == 39
+    for path in paths:
+        with np.load(path) as stored:
+            val, val_y = stored["val_logits"], stored["val_labels"]
+            test, test_y = stored["test_logits"], stored["test_labels"]
+        none, row = calibrator_rows(fit_calibrators((name,), val, val_y), test, test_y)
+        assert row["nll"] <= 2 * none["nll"] or row["warning"], path.parent.name

@@ -10,6 +10,7 @@ import torch
 from conftest import random_logits
 
 from calibench.evaluation import metrics as M
+from calibench.evaluation import ood
 
 GOLDEN_PROBS = np.array(
     [[0.25, 0.20, 0.55], [0.55, 0.05, 0.40], [0.10, 0.30, 0.60], [0.90, 0.05, 0.05]]
@@ -124,42 +125,17 @@ def test_torchmetrics_differs_only_at_confidence_one():
     assert M.ece(probs, labels) == pytest.approx(0.475)
 
 
-def test_temperature_scaling_never_changes_accuracy():
-    logits, labels = random_logits(scale=5.0)
-    t = M.fit_temperature_grid(logits, labels)
-    assert M.accuracy(M.softmax(logits / t), labels) == M.accuracy(M.softmax(logits), labels)
-
-
-@pytest.mark.parametrize("fit", M.TEMPERATURE_FITS)
-def test_temperature_above_one_for_overconfident_logits(fit):
-    logits, labels = random_logits(scale=6.0)
-    t = M.fit_temperature(logits, labels, fit)
-    assert t > 1.5
-    assert M.ece(M.softmax(logits / t), labels) < M.ece(M.softmax(logits), labels) / 2
-
-
-def test_temperature_below_one_for_underconfident_logits():
-    logits, labels = random_logits(scale=0.3)
-    assert M.fit_temperature_grid(logits, labels) < 1.0
-
-
-def test_grid_temperature_is_on_the_reference_grid():
-    logits, labels = random_logits(scale=4.0)
-    t = M.fit_temperature_grid(logits, labels)
-    assert round(t * 10) == pytest.approx(t * 10) and 0.1 <= t <= 10.0
-
-
 def test_ood_auroc_separates_confident_from_uniform():
     id_logits = np.array([[8.0, 0, 0], [0, 9.0, 0], [0, 0, 7.0]])
     ood_logits = np.array([[0.1, 0, 0], [0, 0.2, 0], [0.0, 0.0, 0.0]])
-    scores = M.ood_auroc(id_logits, ood_logits)
+    scores = ood.ood_auroc(id_logits, ood_logits)
     assert scores == {"auroc_entropy": 1.0, "auroc_msp": 1.0}
-    reversed_scores = M.ood_auroc(ood_logits, id_logits)
+    reversed_scores = ood.ood_auroc(ood_logits, id_logits)
     assert reversed_scores["auroc_entropy"] == 0.0
 
 
 def test_normalised_entropy_bounds():
-    h = M.normalised_entropy(np.array([[1 / 3] * 3, [1.0, 0.0, 0.0]]))
+    h = ood.normalised_entropy(np.array([[1 / 3] * 3, [1.0, 0.0, 0.0]]))
     np.testing.assert_allclose(h, [1.0, 0.0], atol=1e-12)
 
 

@@ -340,10 +340,11 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         "compare",
         help="is method A better than method B beyond the noise? (paired over seeds)",
         description="Compare two methods of a results folder on one metric, per dataset and\n"
-        "backbone, paired over the seeds both were trained with: the mean difference A - B,\n"
-        "its 95% t-interval over seeds, a paired bootstrap over test samples (acc, nll,\n"
-        "brier and the binned calibration errors), a Wilcoxon signed-rank p-value (6+ seeds)\n"
-        "and the verdict: better only where every interval excludes 0, else tied.",
+        "backbone, over the seeds both were trained with, by the rule that marks the report's\n"
+        "tables (docs/statistics.md): the mean difference A - B, its 95% t-interval over\n"
+        "seeds and the paired t-test's verdict; n/a with one seed (training noise is not\n"
+        "measured). A paired bootstrap over test samples (acc, nll, brier and the binned\n"
+        "calibration errors) is shown as information, never as the verdict.",
         epilog="examples:\n  calibench compare rankmixup_mndcg ce\n"
         "  calibench compare focal ce --metric ece_ts --output results/digits-3seeds\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,

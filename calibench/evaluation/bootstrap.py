@@ -21,8 +21,6 @@ from calibench.evaluation.metrics import (
 
 LEVEL = 0.95
 N_RESAMPLES = 1000
-WILCOXON_MIN_SEEDS = 6
-VERDICTS = ("A better", "B better", "tied")
 RESAMPLED_METRICS = resampled_metrics()
 _BATCH = 100
 

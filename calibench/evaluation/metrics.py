@@ -1,4 +1,4 @@
-"""Calibration metrics, temperature scaling and OOD scores: pure functions on arrays, in float64.
+"""Calibration metrics and THE metric table: pure functions on arrays, in float64.
 
 Notation: logits z (N, K), probabilities p = softmax(z), confidence conf = max_k p_k, labels y.
 Every definition, binning convention and source is written out in docs/metrics.md. A sample
@@ -18,10 +18,8 @@ from scipy.optimize import brentq
 from scipy.special import log_softmax
 
 from calibench.errors import CalibenchError
-from calibench.spec import TEMPERATURE_FITS, TemperatureFit  # noqa: F401 (re-exported)
 
 N_BINS = 15
-TEMPERATURE_GRID = np.round(np.arange(1, 101) * 0.1, 1)
 
 
 def _as_f64(a: np.ndarray) -> np.ndarray:
@@ -549,75 +547,4 @@ def calibration_metrics(logits: np.ndarray, labels: np.ndarray, n_bins: int = N_
         "oe": oe,
         "ue": ue,
         "aurc": aurc(probs, labels),
-    }
-
-
-def fit_temperature_grid(
-    logits: np.ndarray,
-    labels: np.ndarray,
-    grid: np.ndarray = TEMPERATURE_GRID,
-    n_bins: int = N_BINS,
-) -> float:
-    """Temperature scaling, reference protocol: the T in ``grid`` (0.1, 0.2, ..., 10.0) with the
-    lowest ECE of softmax(z / T) on VALIDATION logits (Guo et al. 2017; Mukhoti et al. 2020).
-    Ties go to the smallest T."""
-    logits = _as_f64(logits)
-    errors = [ece(softmax(logits / t), labels, n_bins) for t in grid]
-    return float(grid[int(np.argmin(errors))])
-
-
-def fit_temperature_nll(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Temperature scaling by NLL: minimise mean -log softmax(z / T)_y over log T with L-BFGS
-    on VALIDATION logits (Guo et al. 2017)."""
-    from scipy.optimize import minimize
-
-    logits = _as_f64(logits)
-    labels = np.asarray(labels)
-
-    def objective(log_t: np.ndarray) -> float:
-        return nll(logits / np.exp(log_t[0]), labels)
-
-    result = minimize(objective, x0=np.zeros(1), method="L-BFGS-B", bounds=[(-5.0, 5.0)])
-    return float(np.exp(result.x[0]))
-
-
-def fit_temperature(
-    logits: np.ndarray, labels: np.ndarray, method: str = "ece_grid", n_bins: int = N_BINS
-) -> float:
-    """Fit T on validation logits by ``method``: ``ece_grid`` (reference protocol) or ``nll``."""
-    if method == "ece_grid":
-        return fit_temperature_grid(logits, labels, n_bins=n_bins)
-    if method == "nll":
-        return fit_temperature_nll(logits, labels)
-    raise ValueError(f"unknown temperature fit {method!r}; choose from {TEMPERATURE_FITS}")
-
-
-def normalised_entropy(probs: np.ndarray) -> np.ndarray:
-    """Predictive entropy -sum_k p_k log p_k divided by log K, in [0, 1]."""
-    probs = _as_f64(probs)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        plogp = np.where(probs > 0, probs * np.log(probs), 0.0)
-    return -plogp.sum(axis=1) / np.log(probs.shape[1])
-
-
-def ood_auroc(id_logits: np.ndarray, ood_logits: np.ndarray, temperature: float = 1.0) -> dict:
-    """AUROC of OOD detection by two scores (docs/metrics.md): normalised entropy with OOD as
-    the positive class, and max softmax probability with in-distribution as the positive class
-    (Hendrycks & Gimpel 2017)."""
-    p_id = softmax(_as_f64(id_logits) / temperature)
-    p_ood = softmax(_as_f64(ood_logits) / temperature)
-    return ood_auroc_of_probabilities(p_id, p_ood)
-
-
-def ood_auroc_of_probabilities(p_id: np.ndarray, p_ood: np.ndarray) -> dict:
-    """:func:`ood_auroc` of probabilities (e.g. after a post-hoc calibrator)."""
-    from sklearn.metrics import roc_auc_score
-
-    p_id, p_ood = _as_f64(p_id), _as_f64(p_ood)
-    is_ood = np.r_[np.zeros(len(p_id)), np.ones(len(p_ood))]
-    entropy = np.r_[normalised_entropy(p_id), normalised_entropy(p_ood)]
-    msp = np.r_[p_id.max(axis=1), p_ood.max(axis=1)]
-    return {
-        "auroc_entropy": float(roc_auc_score(is_ood, entropy)),
-        "auroc_msp": float(roc_auc_score(1 - is_ood, msp)),
     }

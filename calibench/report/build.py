@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from calibench.errors import CalibenchError
-from calibench.evaluation.compare import compare_methods, mark_best
+from calibench.evaluation.compare import compare_table
 from calibench.evaluation.metrics import (
     METRIC_INFO,
     METRIC_NAMES,
@@ -157,9 +157,9 @@ def summary_metrics(summary: pd.DataFrame) -> list[str]:
 
 
 def best_marks(table: pd.DataFrame, summary: pd.DataFrame) -> Marks:
-    """Per metric column of the summary: "best" where that configuration beats every other of
-    its dataset/backbone by more than the seed noise, "tied" on the set tied for best, else ""
-    (paired comparisons over seeds, docs/statistics.md). Temperature gets no mark."""
+    """Per metric column of the summary, per dataset/backbone, the marks of THE verdict rule
+    (:func:`calibench.evaluation.compare.compare_table`, docs/statistics.md): "best", "tied" or
+    "". Temperature gets no mark."""
     labels = dict(zip(summary["config_id"], summary["method"], strict=True))
     runs = table.assign(label=table["config_id"].map(labels))
     marks: Marks = {}
@@ -170,8 +170,8 @@ def best_marks(table: pd.DataFrame, summary: pd.DataFrame) -> Marks:
         lower = is_lower_better(column)
         for (dataset, backbone), group in summary.groupby(["dataset", "backbone"]):
             members = runs[(runs["dataset"] == dataset) & (runs["backbone"] == backbone)]
-            comparisons = compare_methods(members, column, lower, method_column="label")
-            marks[column][group.index] = mark_best(group, column, lower, comparisons)
+            verdict = compare_table(members, column, lower, method_column="label")
+            marks[column][group.index] = group["method"].map(verdict.marks).fillna("")
     return marks
 
 

@@ -11,10 +11,16 @@ import dataclasses
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.special import log_softmax
 
 from calibench.errors import CalibenchError
 from calibench.registry import CALIBRATORS
 from calibench.settings import build_settings, check_fields, dataclass_registrar, field_types
+
+MIN_PER_CLASS = 10
+"""Calibrators with per-class parameters warn when a class has fewer validation samples than
+this: the rule of thumb of about 10 events per fitted variable in logistic regression (Peduzzi
+et al., J. Clin. Epidemiol. 1996)."""
 
 
 class Calibrator:
@@ -25,11 +31,17 @@ class Calibrator:
 
     :meth:`fit` and :meth:`transform` check the arrays and convert them to float64 logits
     (N, K) and int64 labels (N,) before calling the subclass; ``_transform`` returns (N, K)
-    probabilities whose rows sum to 1. Fitted parameters are plain attributes, not fields.
+    probabilities whose rows sum to 1, and ``_log_transform`` (optional) their exact logarithm.
+    Fitted parameters are plain attributes, not fields. ``warning`` is empty when the fit is
+    sound, else says why it is not (docs/calibrators.md, "Warnings"); a subclass adds to it with
+    :meth:`warn`. ``min_per_class`` > 0 makes :meth:`fit` warn when a class has fewer validation
+    samples than that.
     """
 
     name: ClassVar[str] = ""
+    min_per_class: ClassVar[int] = 0
     _n_classes: int | None = None
+    _warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_fields(self, f"calibrator {self.name}")
@@ -50,16 +62,45 @@ class Calibrator:
     def fitted(self) -> bool:
         return self._n_classes is not None
 
+    @property
+    def warning(self) -> str:
+        """Why the last fit is not sound ("; "-joined reasons), or "" when it is."""
+        return "; ".join(self._warnings)
+
+    def warn(self, reason: str) -> None:
+        """Record one reason why the current fit is not sound (shown in ``warning``)."""
+        self._warnings = (*self._warnings, reason)
+
     def fit(self, logits: np.ndarray, labels: np.ndarray) -> Calibrator:
         """Fit on validation ``logits`` (N, K) and integer ``labels`` (N,); returns ``self``."""
         z = self._check_logits(logits, "fit")
         y = _as_labels(labels, z.shape, self.name)
+        self._warnings = ()
+        counts = np.bincount(y, minlength=z.shape[1])
+        if counts.min() < self.min_per_class:
+            self.warn(
+                f"too few samples per class: class {int(counts.argmin())} has "
+                f"{int(counts.min())} validation samples (< {self.min_per_class})"
+            )
         self._fit(z, y)
         self._n_classes = z.shape[1]
         return self
 
     def transform(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (N, K), float64, each row summing to 1."""
+        return self._transform(self._checked_for_transform(logits))
+
+    def log_transform(self, logits: np.ndarray) -> np.ndarray:
+        """The logarithm of :meth:`transform`, exact where the calibrator has it (e.g.
+        log_softmax for the scaling calibrators, so an NLL needs no floor); -inf where a
+        probability is exactly 0."""
+        return self._log_transform(self._checked_for_transform(logits))
+
+    def _log_transform(self, logits: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            return np.log(self._transform(logits))
+
+    def _checked_for_transform(self, logits: np.ndarray) -> np.ndarray:
         if not self.fitted:
             raise CalibenchError(
                 f"calibrator {self.name}: transform called before fit. Call "
@@ -71,7 +112,7 @@ class Calibrator:
                 f"calibrator {self.name}: fitted on {self._n_classes} classes but transform got "
                 f"logits with {z.shape[1]} columns. Pass logits of the same classifier."
             )
-        return self._transform(z)
+        return z
 
     def _fit(self, logits: np.ndarray, labels: np.ndarray) -> None:
         raise NotImplementedError
@@ -116,6 +157,23 @@ def renormalise(scores: np.ndarray) -> np.ndarray:
     out = np.full_like(scores, 1.0 / scores.shape[1])
     np.divide(scores, totals, out=out, where=totals > 0)
     return out
+
+
+@dataclasses.dataclass
+class Uncalibrated(Calibrator):
+    """The plain softmax, softmax(z): the ``none`` row beside the fitted calibrators. Not
+    registered (it fits nothing)."""
+
+    name: ClassVar[str] = "none"
+
+    def _fit(self, logits: np.ndarray, labels: np.ndarray) -> None:
+        return None
+
+    def _transform(self, logits: np.ndarray) -> np.ndarray:
+        return np.exp(self._log_transform(logits))
+
+    def _log_transform(self, logits: np.ndarray) -> np.ndarray:
+        return log_softmax(logits, axis=1)
 
 
 def register_calibrator(name: str):

@@ -4,12 +4,17 @@ Definitions: docs/calibrators.md."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import numpy as np
 from sklearn.isotonic import IsotonicRegression as _SklearnIsotonic
 
-from calibench.evaluation.calibrators.base import Calibrator, register_calibrator, renormalise
+from calibench.evaluation.calibrators.base import (
+    MIN_PER_CLASS,
+    Calibrator,
+    register_calibrator,
+    renormalise,
+)
 from calibench.evaluation.metrics import N_BINS, calibration_bins, equal_width_edges, softmax
 from calibench.settings import Ge
 
@@ -19,6 +24,8 @@ class IsotonicRegression(Calibrator):
     """For each class k, a non-decreasing map g_k of p_k = softmax(z)_k fitted to 1[y = k] by
     least squares (pool adjacent violators; scikit-learn, clipped to the fitted range outside
     it); the K outputs are renormalised to sum to 1. Fitted: ``regressors`` (K,)."""
+
+    min_per_class: ClassVar[int] = MIN_PER_CLASS
 
     def _fit(self, logits: np.ndarray, labels: np.ndarray) -> None:
         probs = softmax(logits)
@@ -48,6 +55,7 @@ class HistogramBinning(Calibrator):
     without validation samples keeps its midpoint); the K outputs are renormalised to sum to 1.
     Fitted: ``edges`` (n_bins + 1,), ``bin_values`` (K, n_bins)."""
 
+    min_per_class: ClassVar[int] = MIN_PER_CLASS
     n_bins: Annotated[int, Ge(1)] = N_BINS
 
     def _fit(self, logits: np.ndarray, labels: np.ndarray) -> None:
