@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from calibench.report.build import collect
 from calibench.evaluation.compare import seed_interval
+from calibench.report.collect import collect
 from calibench.store.index import Store
 
 KEYS = ["method", "dataset", "backbone", "seed"]
