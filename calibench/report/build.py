@@ -53,6 +53,7 @@ class Results:
     labels: dict[str, str]
     marks: Marks
     calibrators: pd.DataFrame
+    calibrator_summary: pd.DataFrame
     ablation: pd.DataFrame
     shift: pd.DataFrame
     comparison: pd.DataFrame | None
@@ -96,13 +97,16 @@ def compute(
     )
     transforms = fit_transforms(runs, calibrators)
     shift_runs = [(run, store.run_dir(run.spec), transforms[run.spec.run_id]) for run in runs]
+    labels = config_labels(table)
+    calibrated = sections.calibrator_table(runs, transforms)
     return Results(
         table=table,
         runs=runs,
         summary=summary_frame,
-        labels=config_labels(table),
+        labels=labels,
         marks=table_marks(table, summary_frame, columns),
-        calibrators=sections.calibrator_table(runs, transforms),
+        calibrators=calibrated,
+        calibrator_summary=sections.calibrator_summary(calibrated, labels),
         ablation=sections.ablation_table(table),
         shift=sections.shift_table(shift_runs, warn),
         comparison=compare_published(summary_frame, table) if "published" in compare else None,
@@ -148,9 +152,7 @@ def write_markdown(folder: Path, results: Results) -> None:
             else f"### Published numbers\n\n{nothing_matches()}\n"
         )
     write_text(folder / "results.md", text)
-    calibrator_tables = sections.calibrator_tables(
-        sections.calibrator_summary(results.calibrators, results.labels)
-    )
+    calibrator_tables = sections.calibrator_tables(results.calibrator_summary)
     write_text(
         folder / "calibrators.md",
         _document("Post-hoc calibrators", sections.CALIBRATOR_INTRO, calibrator_tables),
@@ -201,14 +203,13 @@ def html_parts(
     shift, OOD, ablations, reliability diagrams, mixing diagnostic, training curves, every run
     (with its settings) and the glossary."""
     marks, table, frame = results.marks, results.table, results.summary
-    calibrators = sections.calibrator_summary(results.calibrators, results.labels)
     shift = sections.severity_tables(results.shift)
     intro = f"Every number recomputed from the stored logits ({bins_caption(table)})."
     return [
         Part("summary", "Summary", [intro], summary.summary_tables(frame, marks, table, "html")),
         published_part(results),
         Part("calibrators", "Post-hoc calibrators", [sections.CALIBRATOR_INTRO],
-             sections.calibrator_tables(calibrators)),
+             sections.calibrator_tables(results.calibrator_summary)),
         Part("shift", "Dataset shift", [], shift, drawn.shift),
         Part("ood", "Out-of-distribution detection",
              tables=summary.summary_tables(frame, marks, table, "html", ood=True)),
