@@ -25,6 +25,14 @@ Diagrams = dict[str, tuple[bytes, bytes]]
 """Run id -> the PNGs of its reliability diagrams before and after temperature scaling."""
 
 
+def relative(text: str, store: Store) -> str:
+    """``text`` with the results folder's absolute path dropped from every path in it, so the
+    page names run folders relative to the results folder (``runs/...``) on any machine."""
+    for root in {str(store.root.resolve()), str(store.root.absolute())}:
+        text = text.replace(root + "/", "")
+    return text
+
+
 def _by_group(runs: list[StoredRun]) -> dict[tuple[str, str], list[StoredRun]]:
     groups: dict[tuple[str, str], list[StoredRun]] = {}
     for run in sorted(runs, key=lambda r: (r.spec.dataset, r.spec.backbone)):
@@ -67,9 +75,9 @@ def diagrams_part(runs: list[StoredRun], labels: dict[str, str], drawn: Diagrams
         [
             "Test set, the equal-width bins of the ECE column; the lowest seed of each "
             "configuration (every run's diagrams are in diagrams/). Bars: accuracy per "
-            f"confidence bin, pale below {figures.SPARSE_BIN} samples, with the count above; "
-            "hatched: the gap to the bin's mean confidence (over- or under-confident); lower "
-            "panel: the fraction of samples per bin."
+            f"confidence bin, pale below {figures.SPARSE_BIN} samples; hatched: the gap to the "
+            "bin's mean confidence (over- or under-confident); lower panel: the fraction of "
+            "samples per bin, with each bin's count."
         ],
     )
     for (dataset, backbone), members in _by_group(runs).items():
@@ -100,7 +108,7 @@ def curves_part(store: Store, runs: list[StoredRun], folder) -> Part:
             try:
                 log = figures.read_log(run_dir)
             except CalibenchError as exc:
-                child.notes.append(f"training curves of {name} skipped: {exc}")
+                child.notes.append(relative(f"training curves of {name} skipped: {exc}", store))
                 continue
             selected = (read_json(run_dir / "metrics.json") or {}).get("best_epoch")
             selected = int(selected or figures.best_epoch(log))
@@ -162,7 +170,7 @@ def mixing_part(
             try:
                 results[label] = mixing_of(store, run, samples)
             except (CalibenchError, OSError, RuntimeError) as exc:
-                child.notes.append(f"mixing diagnostic of {label} skipped: {exc}")
+                child.notes.append(relative(f"mixing diagnostic of {label} skipped: {exc}", store))
         if results:
             title = f"{dataset} | {backbone}: mixed test images"
             stem = folder / "mixing" / f"{dataset}_{backbone.replace('/', '-')}"
