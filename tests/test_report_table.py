@@ -202,3 +202,30 @@ def test_hostile_latex_compiles_without_overfull_boxes(tmp_path):
     log = (tmp_path / "t.log").read_text(errors="replace")
     assert run.returncode == 0, log[-2000:]
     assert not re.search(r"Overfull \\hbox", log), log
+
+
+def test_per_run_table_flags_a_temperature_on_the_grid_edge_and_shows_intervals():
+    from calibench.report.summary import EDGE_RUN_FLAG, per_run_table
+
+    runs = pd.DataFrame(
+        {"method": "ce", "dataset": "digits", "backbone": "small_cnn", "seed": [0, 1],
+         "epochs": 2, "run_id": ["r0", "r1"], "config_id": "a", "ece": [0.05, 0.06],
+         "ece_low": [0.04, np.nan], "ece_high": [0.07, np.nan], "temperature": [0.1, 1.3],
+         "temperature_at_edge": [True, False]}
+    )  # fmt: skip
+    table = per_run_table(runs)
+    keys = [c.key for c in table.columns]
+    assert keys == [
+        "method",
+        "dataset",
+        "backbone",
+        "seed",
+        "epochs",
+        "run_id",
+        "ece",
+        "temperature",
+    ]
+    first, second = table.rows
+    assert first.cells[-1].flag == EDGE_RUN_FLAG and not second.cells[-1].flag
+    assert "| 5.00 [4.00, 7.00] | 0.100¹ |" in markdown(table)
+    assert "| 6.00 | 1.300 |" in markdown(table)

@@ -20,6 +20,10 @@ EDGE_FLAG = (
     "T lies on an edge of the reference grid 0.1..10 in at least one seed: the best temperature "
     "may lie outside the grid."
 )
+EDGE_RUN_FLAG = (
+    "T lies on an edge of the reference grid 0.1..10: the best temperature may lie outside the "
+    "grid."
+)
 TS_GROUP = "after temperature scaling"
 UNITS = (
     "Accuracy and calibration errors in percent, NLL and Brier as they are; mean ± std over "
@@ -39,10 +43,11 @@ def _group_of(column: str) -> str:
     return TS_GROUP if column == "temperature" or column.endswith("_ts") else ""
 
 
-def _edge_configs(runs: pd.DataFrame) -> set[str]:
+def _at_edge(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs whose T lies on an edge of its grid (none when the records do not say)."""
     if EDGE_COLUMN not in runs.columns:
-        return set()
-    return set(runs.loc[runs[EDGE_COLUMN].fillna(False).astype(bool), "config_id"])
+        return runs.iloc[:0]
+    return runs[runs[EDGE_COLUMN].fillna(False).astype(bool)]
 
 
 def summary_table(
@@ -50,7 +55,7 @@ def summary_table(
 ) -> Table:
     """One dataset and backbone: method, epochs, seeds and each metric of ``columns`` as
     mean ± std with its mark; a T cell is flagged when a seed's T lies on a grid edge."""
-    edge = _edge_configs(runs)
+    edge = set(_at_edge(runs)["config_id"])
     table_columns = [text_column("method")]
     table_columns += [text_column(k, right=True) for k in ("epochs", "seeds")]
     table_columns += [metric_column(c, _group_of(c)) for c in columns]
@@ -92,13 +97,17 @@ def per_run_table(runs: pd.DataFrame) -> Table:
     metrics = [m for m in METRICS if m in runs.columns] + ood
     columns = [text_column(k) for k in [*KEYS, "run_id"]]
     columns += [metric_column(m, _group_of(m)) for m in metrics]
+    edge = set(_at_edge(runs)["run_id"])
     rows = []
     for _, run in runs.iterrows():
         cells = [Cell(run[k]) for k in [*KEYS, "run_id"]]
         for metric in metrics:
             low, high = run.get(f"{metric}_low"), run.get(f"{metric}_high")
             interval = None if low is None or pd.isna(low) else (low, high)
-            cells.append(Cell(run[metric], interval=interval))
+            flagged = metric == "temperature" and run["run_id"] in edge
+            cells.append(
+                Cell(run[metric], interval=interval, flag=EDGE_RUN_FLAG if flagged else "")
+            )
         rows.append(Row(cells))
     intervals = ", ".join(INTERVAL_METRICS)
     notes = [
