@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from calibench.evaluation.compare import seed_interval
-from calibench.report.build import collect
+from calibench.report.collect import collect
 from calibench.store.index import Store
 
 KEYS = ["method", "dataset", "backbone", "seed"]

@@ -8,12 +8,13 @@ import io
 def test_run_ids_in_summaries_are_not_swallowed_as_markup():
     from rich.console import Console
 
-    from calibench.report.build import markdown_table, print_summary
+    from calibench.report.table import Cell, Row, Table, markdown, terminal, text_column
 
-    header = ["dataset", "backbone", "method", "epochs", "seeds", "acc"]
-    table_rows = [["digits", "small_cnn", "ce [abc123]", "1", "1", "90.00"]]
+    table = Table("digits / small_cnn", [text_column("method")], [Row([Cell("ce [abc123]")])])
     console = Console(file=io.StringIO(), width=200)
-    print_summary(header, table_rows, console)
+    for part in terminal(table, 200):
+        console.print(part)
     assert "ce [abc123]" in console.file.getvalue()
-    assert "| ce [abc123] |" in markdown_table(header, table_rows)
-    assert "| a \\| b |" in markdown_table(["x"], [["a | b"]])
+    assert "| ce [abc123] |" in markdown(table)
+    piped = Table("t", [text_column("x")], [Row([Cell("a | b")])])
+    assert "| a \\| b |" in markdown(piped)

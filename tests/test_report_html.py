@@ -1,5 +1,7 @@
-"""The shareable report: index.html rendered by headless Chromium, results.tex's structure, best
-marks and the published-numbers comparison."""
+"""The shareable report over a store that has every section: two seeds of two methods with OOD
+and shift logits and an ablation. index.html holds every section (rendered by headless
+Chromium: no console error, every image loaded), results.tex compiles within the text width,
+every format shows the same marks, and the published-numbers comparison."""
 
 from __future__ import annotations
 
@@ -10,57 +12,104 @@ import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_spec
 
 from calibench.cli import main
-from calibench.report.latex import escape, latex_report
+from calibench.report.marks import legend
 from calibench.report.published import PUBLISHED, compare_published, load_published
-from calibench.report.table import best_marks
-from calibench.store.index import Store
-from calibench.training.runner import train_run
 
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
 )
-METHODS = ("ce", "mixup")
+SECTIONS = (
+    "summary",
+    "published",
+    "calibrators",
+    "shift",
+    "ood",
+    "ablations",
+    "diagrams",
+    "mixing",
+    "curves",
+    "runs",
+    "glossary",
+)
+OOD_PLUGIN = '''
+import numpy as np
+
+from calibench.data import register_dataset
+from calibench.data.base import DatasetSpec, ImageData, Split
+from calibench.data.digits import DIGITS, load_digits_data
+
+
+def load_inverted(request):
+    """The digits with every pixel inverted: an OOD set of the digits' shape."""
+    data = load_digits_data(request)
+    invert = lambda s: Split(255 - s.images, s.labels)
+    return ImageData(invert(data.train), invert(data.val), invert(data.test),
+                     data.train_indices, data.val_indices, data.class_names)
+
+
+register_dataset(DatasetSpec(**{**DIGITS.__dict__, "name": "digits_inverted",
+                                "load": load_inverted}))
+'''
+RUNS = 3 * 2
+"""ce, mixup and mixup with alpha 0.5, each over seeds 0 and 1 (the verdict rule compares
+configurations on the seeds they all share)."""
+CONFIGS = 3
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    """Two digits runs of one epoch and their full report (every format, published compare)."""
-    out = tmp_path_factory.mktemp("report_html")
-    store = Store(out)
-    for method in METHODS:
-        train_run(tiny_spec(method, epochs=1), store)
+    """A store with every section the report computes, and its report in every format."""
+    tmp = tmp_path_factory.mktemp("report_html")
+    plugins = tmp / "plugins"
+    plugins.mkdir()
+    (plugins / "digits_ood.py").write_text(OOD_PLUGIN)
+    out = tmp / "results"
+    common = ["--datasets", "digits", "--epochs", "1", "--device", "cpu", "--output", str(out)]
+    common += ["--ood", "digits_inverted", "--plugins", str(plugins)]
+    shift = ["--shift", "corrupt", "--corruptions", "contrast"]
+    assert main(["run", "--methods", "ce,mixup", "--seeds", "0,1", *shift, *common]) == 0
+    assert (
+        main(["run", "--methods", "mixup", "--seeds", "0,1", "--set", "mixup.alpha=0.5", *common])
+        == 0
+    )
     argv = ["report", "--output", str(out), "--format", "md,csv,tex,html"]
-    assert main([*argv, "--compare", "published"]) == 0
+    argv += ["--compare", "published", "--mixing-samples", "100", "--calibrators", "temperature"]
+    assert main(argv) == 0
     return out / "report"
 
 
-class Tables(HTMLParser):
-    """Cells of every table of a page: (class, data-sort, text) per cell, per row, per table;
-    and the ``src`` of every image."""
+class Page(HTMLParser):
+    """Section ids, hrefs, images (src) and table cells (class, data-sort, text) of a page."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.tables: list[list[list[tuple[str, str | None, str]]]] = []
+        self.ids: list[str] = []
+        self.hrefs: list[str] = []
         self.images: list[str] = []
+        self.tables: list[list[list[tuple[str, str | None, str]]]] = []
         self._cell: list | None = None
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag == "table":
+        if tag == "h2":
+            self.ids.append(a.get("id", ""))
+        elif tag == "a":
+            self.hrefs.append(a.get("href", ""))
+        elif tag == "img":
+            self.images.append(a.get("src", ""))
+        elif tag == "table":
             self.tables.append([])
         elif tag == "tr":
             self.tables[-1].append([])
         elif tag in ("td", "th"):
             self._cell = [a.get("class", ""), a.get("data-sort"), ""]
-        elif tag == "img":
-            self.images.append(a.get("src", ""))
 
     def handle_data(self, data):
         if self._cell is not None:
@@ -72,57 +121,114 @@ class Tables(HTMLParser):
             self._cell = None
 
 
-def parse(path) -> Tables:
-    parser = Tables()
-    parser.feed(path.read_text())
-    return parser
+def parse(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text())
+    return page
 
 
-def test_one_self_contained_page(report):
-    page = (report / "index.html").read_text()
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)
-    assert "<link" not in page and "<script src" not in page
-    images = parse(report / "index.html").images
-    # reliability before/after per method, one training-curve figure per run, one mixing figure
-    assert len(images) == 2 * len(METHODS) + len(METHODS) + 1
-    for src in images:
+def expected_images(report: Path) -> int:
+    """Diagrams before and after TS of each configuration's lowest seed, every run's curves,
+    one mixing figure, and every shift and ablation figure."""
+    figures = len(list((report / "shift").glob("*.png"))) + len(
+        list((report / "ablation").glob("*.png"))
+    )
+    return 2 * CONFIGS + RUNS + 1 + figures
+
+
+def test_every_section_is_on_the_one_page(report):
+    page = parse(report / "index.html")
+    assert page.ids == list(SECTIONS)
+    assert [h for h in page.hrefs] == [f"#{s}" for s in SECTIONS]
+    text = (report / "index.html").read_text()
+    for label in ("Post-hoc calibrators", "Dataset shift per severity", "OOD detection AUROC",
+                  "Ablations", "order agreement", "Glossary"):  # fmt: skip
+        assert label in text
+    assert legend("html") in text
+
+
+def test_the_page_is_self_contained_with_relative_paths_only(report):
+    text = (report / "index.html").read_text()
+    assert str(report.parent) not in text and str(report.parent.resolve()) not in text
+    assert "docs/" not in text
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:|/)""", text)
+    assert "<link" not in text and "<script src" not in text
+    page = parse(report / "index.html")
+    assert len(page.images) == expected_images(report)
+    for src in page.images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
-    for method in METHODS:
-        config = next(report.parent.glob(f"runs/digits/small_cnn/{method}/*/config.json"))
-        assert json.loads(config.read_text())["method"] == method
-        assert f"<details><summary>{method}, seed 0" in page
-    assert '<h2 id="published">Published numbers</h2>' in page
+    for config in report.parent.glob("runs/digits/small_cnn/*/*/config.json"):
+        where = config.relative_to(report.parent).as_posix()
+        method = json.loads(config.read_text())["method"]
+        assert re.search(rf"<summary>{method}, seed \d, run \w+ \({re.escape(where)}\)", text)
 
 
-def test_figures_on_disk_as_png_and_pdf(report):
-    for folder, count in (("diagrams", 2 * len(METHODS)), ("curves", len(METHODS)), ("mixing", 1)):
-        pngs = sorted((report / folder).glob("*.png"))
-        pdfs = sorted((report / folder).glob("*.pdf"))
+def test_figures_on_disk(report):
+    for folder, count in (("diagrams", 2 * RUNS), ("curves", RUNS), ("mixing", 1)):
+        pngs, pdfs = (
+            sorted((report / folder).glob("*.png")),
+            sorted((report / folder).glob("*.pdf")),
+        )
         assert len(pngs) == len(pdfs) == count
         assert all(p.read_bytes()[:5] == b"%PDF-" for p in pdfs)
     mixing = pd.read_csv(report / "mixing.csv")
-    assert sorted(mixing["method"]) == sorted(METHODS)
-    assert mixing["agreement"].between(0, 1).all()
+    assert len(mixing) == CONFIGS and mixing["agreement"].between(0, 1).all()
+    assert sorted(p.name for p in (report / "shift").glob("*.png")) == [
+        f"shift_digits-c-calibench_small_cnn_{c}.png" for c in ("none", "temperature")
+    ]
+    assert [p.name for p in (report / "ablation").glob("*.png")] == [
+        "digits_small_cnn_mixup_alpha.png"
+    ]
 
 
-def test_one_seed_marks_nothing(report):
-    """With one seed there is no estimate of the noise, so no method is marked at all, neither
-    "best" nor "tied" (docs/statistics.md)."""
-    summary = pd.read_csv(report / "summary.csv")
+def marks_by_format(report: Path) -> dict[str, list[str]]:
+    """The marks of the summary's ECE column in the page, results.md and results.tex, in row
+    order ("best", "tied" or "")."""
     table = parse(report / "index.html").tables[0]
-    header = [c[2] for c in table[0]]
-    rows = {r[0][2]: r for r in table[1:]}
-    for column, label, lower in (("ece", "ECE", True), ("acc", "Acc", False), ("nll", "NLL", True)):
-        values = summary.set_index("method")[column]
-        best = values.idxmin() if lower else values.idxmax()
-        i = header.index(label)
-        assert not [m for m, cells in rows.items() if cells[i][0] in ("best", "tied")]
-        assert float(rows[best][i][1]) == pytest.approx(values[best])
-    assert all(cells[header.index("T")][0] == "" for cells in rows.values())
+    column = [c[2] for c in table[0]].index("ECE")
+    html = [row[column][0] for row in table[1:]]
+    md_rows = [r for r in (report / "results.md").read_text().splitlines() if r.startswith("| ")]
+    md_column = md_rows[0].split(" | ").index("ECE")
+    md = [
+        "best" if c.startswith("**") else "tied" if c.endswith("≈") else ""
+        for c in (r.split(" | ")[md_column] for r in md_rows[1 : 1 + len(html)])
+    ]
+    tex = (report / "results.tex").read_text().split(r"\midrule")[1].split(r"\bottomrule")[0]
+    tex_cells = [ln.split(" & ")[3] for ln in tex.strip().splitlines()]
+    latex = ["best" if "mathbf" in c else "tied" if "underline" in c else "" for c in tex_cells]
+    return {"html": html, "md": md, "tex": latex}
 
 
-def chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
+def test_every_format_shows_the_same_marks_and_the_same_legend(report):
+    found = marks_by_format(report)
+    assert len(found["html"]) == CONFIGS
+    assert found["html"] == found["md"] == found["tex"]
+    assert any(found["html"]), "two seeds: the leader of ECE is marked"
+    assert legend("md") in (report / "results.md").read_text()
+    caption = re.search(r"\\caption\{(.*?)\}\n", (report / "results.tex").read_text()).group(1)
+    assert "bold" in caption and "underlined" in caption and "best in bold" not in caption
+
+
+@pytest.mark.skipif(
+    shutil.which("pdflatex") is None, reason="apt-get install texlive-latex-recommended"
+)
+def test_results_tex_compiles_within_the_text_width(report, tmp_path):
+    (tmp_path / "doc.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
+        f"\\begin{{document}}\n\\input{{{report / 'results.tex'}}}\n\\end{{document}}\n"
+    )
+    run = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert run.returncode == 0, log[-3000:]
+    assert "Overfull \\hbox" not in log
+    assert (tmp_path / "doc.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             CHROMIUM,
@@ -165,6 +271,15 @@ window.addEventListener("load", () => {
   out.textContent = JSON.stringify({
     images: images.length,
     loaded: images.filter((i) => i.complete && i.naturalWidth > 0).length,
+    sections: [...document.querySelectorAll("h2")].map((h) => h.id),
+    tables: [...document.querySelectorAll("h2")].map((h) => {
+      const shown = "table, img, p";
+      let n = 0;
+      for (let e = h.nextElementSibling; e && e.tagName !== "H2"; e = e.nextElementSibling) {
+        n += e.matches(shown) + e.querySelectorAll(shown).length;
+      }
+      return n;
+    }),
     errors: window.__errors, up, down, eceUp,
   });
   document.body.appendChild(out);
@@ -187,58 +302,19 @@ def test_page_renders_in_chromium(report, tmp_path):
     found = re.search(r'<pre id="probe">(.*?)</pre>', run.stdout, re.S)
     assert found, f"the probe did not run: {run.stderr[-2000:]}"
     probe = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
-    assert probe["images"] == 2 * len(METHODS) + len(METHODS) + 1
-    assert probe["loaded"] == probe["images"]
     assert probe["errors"] == []
     assert "Uncaught" not in run.stderr
+    assert probe["images"] == expected_images(report)
+    assert probe["loaded"] == probe["images"]
+    assert probe["sections"] == list(SECTIONS)
+    assert all(count > 0 for count in probe["tables"]), probe["tables"]
     assert probe["up"] == sorted(probe["up"]) and probe["down"] == sorted(probe["up"])[::-1]
     assert probe["eceUp"] == sorted(probe["eceUp"], key=float)
-
     shot = tmp_path / "report-screenshot.png"
-    run = chromium(
-        tmp_path,
-        "--hide-scrollbars",
-        "--window-size=1400,2400",
-        f"--screenshot={shot}",
-        (report / "index.html").as_uri(),
-    )
+    run = chromium(tmp_path, "--hide-scrollbars", "--window-size=1400,2400",
+                   f"--screenshot={shot}", (report / "index.html").as_uri())  # fmt: skip
     assert shot.exists() and shot.stat().st_size > 20_000, run.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def check_latex_structure(tex: str) -> list[list[str]]:
-    """Assert the structure of every tabular of ``tex``; return the body rows' cells."""
-    unescaped = tex.replace(r"\{", "").replace(r"\}", "")
-    depth = 0
-    for ch in unescaped:
-        depth += {"{": 1, "}": -1}.get(ch, 0)
-        assert depth >= 0
-    assert depth == 0
-    assert not re.search(r"(?<!\\)_", tex), "an underscore is not escaped"
-    tabulars = re.findall(r"\\begin\{tabular\}\{([lr]+)\}(.*?)\\end\{tabular\}", tex, re.S)
-    assert tabulars
-    rows = []
-    for spec, body in tabulars:
-        assert body.count(r"\toprule") == body.count(r"\midrule") == body.count(r"\bottomrule") == 1
-        lines = [ln for ln in body.splitlines() if ln.rstrip().endswith(r"\\")]
-        for line in lines:
-            cells = [c.strip() for c in re.split(r"(?<!\\)&", line.rstrip()[:-2])]
-            assert len(cells) == len(spec), line
-            rows.append(cells)
-    return rows
-
-
-def test_results_tex_structure(report):
-    tex = (report / "results.tex").read_text()
-    rows = check_latex_structure(tex)
-    header, body = rows[0], rows[1:]
-    assert header[:3] == ["Method", "Epochs", "Seeds"] and "ECE" in header
-    ece = [float(re.search(r"[\d.]+", r[header.index("ECE")]).group()) for r in body]
-    bold = [r for r in body if r"\mathbf{" in r[header.index("ECE")]]
-    tied = [r for r in body if r"\underline{" in r[header.index("ECE")]]
-    assert not bold and not tied, "one seed gives no noise estimate, so no method is marked"
-    assert len(ece) == len(body)
-    assert "## Published numbers" in (report / "results.md").read_text()
 
 
 def synthetic_summary() -> pd.DataFrame:
@@ -249,7 +325,7 @@ def synthetic_summary() -> pd.DataFrame:
         ("digits", "small_cnn", "ce", 0.900, 0.010, 0.1000, 0.010, np.nan, np.nan, 1.0),
     ]
     columns = ["dataset", "backbone", "method", "acc", "acc_std", "ece", "ece_std"]
-    frame = pd.DataFrame([r[:7] for r in rows], columns=columns).assign(
+    return pd.DataFrame([r[:7] for r in rows], columns=columns).assign(
         ood_svhn_auroc_msp=[r[7] for r in rows],
         ood_svhn_auroc_msp_std=[r[8] for r in rows],
         temperature=[r[9] for r in rows],
@@ -257,38 +333,6 @@ def synthetic_summary() -> pd.DataFrame:
         epochs=[200, 200, 200, 2],
         seeds=[3, 3, 1, 1],
         config_id=["a", "b", "c", "d"],
-    )
-    return frame
-
-
-def test_best_marks_golden():
-    summary = synthetic_summary()
-    marks = best_marks(summary)
-    assert list(marks["ece"]) == ["", "best", "", ""]
-    assert list(marks["acc"]) == ["tied", "", "tied", ""]
-    assert list(marks["ood_svhn_auroc_msp"]) == ["", "best", "", ""]
-    assert list(marks["temperature"]) == ["", "", "", ""]
-
-
-def test_latex_marks_escapes_and_std():
-    summary = synthetic_summary()
-    tex = latex_report(summary)
-    rows = check_latex_structure(tex)
-    assert r"focal\_x" in tex and r"small\_cnn" in tex
-    assert r"$\mathbf{1.48 \pm 0.10}$" in tex
-    assert r"$\underline{95.00 \pm 0.40}$" in tex and r"$\underline{95.00 \pm 0.10}$" in tex
-    assert r"$2.96$" in tex
-    assert tex.count(r"\begin{table}") == 3
-    assert r"\label{tab:cifar10-resnet50-ood}" in tex
-    assert sum(1 for r in rows if r[0] == "Method") == 3
-    passed = {"ece": pd.Series(["", "", "best", ""], index=summary.index)}
-    assert r"$\mathbf{2.96}$" in latex_report(summary, passed)
-    assert r"\mathbf{1.48" not in latex_report(summary, passed)
-
-
-def test_escape_specials():
-    assert escape("a_b&c%d$e#f{g}h~i^j\\") == (
-        r"a\_b\&c\%d\$e\#f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}"
     )
 
 
@@ -347,16 +391,14 @@ def test_compare_published_on_another_backbone_says_so():
     assert ce["settings"].str.contains("backbone resnet18 here").all()
 
 
-def test_ood_columns_get_their_own_marked_html_table():
-    from calibench.report.html import summary_table
-
+def test_published_comparison_renders_signed_differences(report):
     summary = synthetic_summary()
-    group = summary[summary["dataset"] == "cifar10"]
-    page = Tables()
-    page.feed(summary_table(group, ["ood_svhn_auroc_msp"], best_marks(summary)))
-    (table,) = page.tables
-    assert [c[2] for c in table[0]] == ["method", "epochs", "seeds", "ood_svhn_auroc_msp"]
-    cells = {row[0][2]: row[3] for row in table[1:]}
-    assert cells["focal_x"] == ("best", "0.85", "0.850 ± 0.020")
-    assert cells["ce"] == ("", "0.8", "0.800 ± 0.010")
-    assert cells["ls"] == ("", None, "-")
+    from calibench.report.published import comparison_table
+    from calibench.report.table import markdown
+
+    text = markdown(comparison_table(compare_published(summary)))
+    assert "| cifar10 | resnet50 | ce (CE) | error | 4.95 | 5.00 | +0.05 |" in text
+    assert (
+        "No measured dataset and method has published numbers"
+        in (report / "results.md").read_text()
+    )

@@ -9,7 +9,7 @@ import pytest
 
 from calibench.cli import main
 from calibench.errors import CalibenchError
-from calibench.report.build import load_run
+from calibench.report.collect import load_run
 from calibench.store.index import Store
 
 pytest.importorskip("tensorboard")

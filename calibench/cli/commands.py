@@ -159,6 +159,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from calibench.report.build import build_report
+    from calibench.report.table import terminal
     from calibench.store.index import Store
 
     try:
@@ -168,14 +169,18 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     calibrators = None if args.calibrators is None else tuple(args.calibrators)
     if calibrators == ("none",):
         calibrators = ()
-    build_report(
+    report = build_report(
         Store(args.output),
         tuple(args.format),
-        console,
         tuple(args.compare),
         args.mixing_samples,
         calibrators,
+        lambda m: console.print(f"warning: {m}", markup=False, highlight=False, soft_wrap=True),
     )
+    for table in report.terminal:
+        for part in terminal(table, console.width):
+            console.print(part)
+    console.print(f"report written to {report.folder}", markup=False, highlight=False)
     return 0
 
 
@@ -337,7 +342,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from dataclasses import asdict
 
     from calibench.evaluation.compare import compare_pair
-    from calibench.report.build import collect
+    from calibench.report.collect import collect
     from calibench.store.index import Store
 
     table, runs = collect(Store(args.output))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from calibench.errors import CalibenchError
-from calibench.evaluation.metrics import METRIC_TABLE
+from calibench.report.table import Cell, Column, Row, Table, is_percent, text_column
 
 PUBLISHED = Path(__file__).resolve().parent / "published.csv"
 COLUMNS = [
@@ -32,7 +32,6 @@ COLUMNS = [
     "seeds",
     "hparams",
 ]
-PERCENT = tuple(m.name for m in METRIC_TABLE if m.unit == "percent")
 
 
 def load_published(path: Path = PUBLISHED) -> pd.DataFrame:
@@ -62,7 +61,7 @@ def measured_value(row: pd.Series, metric: str) -> float:
     if metric not in row:
         return float("nan")
     value = float(row[metric])
-    return 100 * value if metric.removesuffix("_ts") in PERCENT else value
+    return 100 * value if is_percent(metric) else value
 
 
 def _hparams(table: pd.DataFrame | None) -> dict[str, str]:
@@ -135,56 +134,51 @@ def compare_published(
     return pd.DataFrame(rows)
 
 
-def comparison_markdown(comparison: pd.DataFrame, published: pd.DataFrame | None = None) -> str:
-    """The comparison as a markdown section; when nothing matches, which datasets and methods
-    have published numbers."""
-    lines = [
-        "## Published numbers\n",
-        "Percent for accuracy, error and ECE-like metrics; difference = measured - published. "
-        "Settings that differ are listed per row; a published value marked `no` was not read "
-        "from its primary source.\n",
-    ]
-    if comparison.empty:
-        published = load_published() if published is None else published
-        have = published.groupby("dataset")["method"].unique()
-        lines.append(
-            "No measured dataset and method has published numbers. Published numbers exist "
-            "for " + "; ".join(f"{d}: {', '.join(sorted(m))}" for d, m in have.items()) + ".\n"
-        )
-        return "\n".join(lines)
-    header = list(COMPARISON_HEADER)
-    sources = list(dict.fromkeys(comparison["source"]))
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    for _, r in comparison.iterrows():
-        cells = [
-            r["dataset"],
-            r["measured_backbone"],
-            f"{r['method']} ({r['published_name']})",
-            r["metric"],
-            f"{r['published']:.2f}",
-            "-" if pd.isna(r["measured"]) else f"{r['measured']:.2f}",
-            "-" if pd.isna(r["difference"]) else f"{r['difference']:+.2f}",
-            r["verified"],
-            r["settings"] or "-",
-            f"[{sources.index(r['source']) + 1}]",
-        ]
-        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
-    lines.append("")
-    lines += [f"[{i}] {source}  " for i, source in enumerate(sources, 1)]
-    return "\n".join(lines) + "\n"
-
-
-COMPARISON_HEADER = (
-    "dataset",
-    "backbone",
-    "method",
-    "metric",
-    "published",
-    "measured",
-    "difference",
-    "verified",
-    "settings that differ",
-    "source",
+INTRO = (
+    "Percent for accuracy, error and ECE-like metrics; difference = measured - published. "
+    "Settings that differ are listed per row; a published value marked no under verified was "
+    "not read from its primary source."
 )
-"""The columns of the published-against-measured table, in the markdown and HTML reports."""
+
+
+def nothing_matches(published: pd.DataFrame | None = None) -> str:
+    """The note shown when no measured dataset and method has published numbers: which do."""
+    published = load_published() if published is None else published
+    have = published.groupby("dataset")["method"].unique()
+    return (
+        "No measured dataset and method has published numbers. Published numbers exist for "
+        + "; ".join(f"{d}: {', '.join(sorted(m))}" for d, m in have.items())
+        + "."
+    )
+
+
+def comparison_table(comparison: pd.DataFrame) -> Table:
+    """The published values beside the measured ones (rows of :func:`compare_published`)."""
+    columns = [
+        text_column("dataset"),
+        text_column("backbone"),
+        text_column("method"),
+        text_column("metric"),
+        Column("published", "published", 2),
+        Column("measured", "measured", 2),
+        Column("difference", "difference", 2, signed=True),
+        text_column("verified"),
+        text_column("settings", "settings that differ"),
+        text_column("source"),
+    ]
+    rows = [
+        Row(
+            [
+                Cell(r["dataset"]),
+                Cell(r["measured_backbone"]),
+                Cell(f"{r['method']} ({r['published_name']})"),
+                Cell(r["metric"]),
+                *(Cell(r[c]) for c in ("published", "measured", "difference")),
+                Cell(r["verified"]),
+                Cell(r["settings"] or "-"),
+                Cell(r["source"]),
+            ]
+        )
+        for _, r in comparison.iterrows()
+    ]
+    return Table("Published numbers", columns, rows, [INTRO], key="published-table")
