@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
-from calibench.cli.choices import LazyChoices
+from calibench.cli.choices import LazyChoices, comma_ints, comma_names, count
 from calibench.settings import Ge
 
 EXAMPLES = """\
@@ -20,44 +19,8 @@ examples:
   calibench list methods
 """
 DATA_ROOT_HELP = "dataset folder (default $CALIBENCH_DATA or ~/.cache/calibench/data)"
-
-
-def _names(text: str) -> list[str]:
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
-    return names
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(t) for t in _names(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-
-
-POSITIVE = Ge(1)
-"""The rule of every count on the command line (epochs, batch sizes, bins, repeats)."""
-
-
-def _count(rule: Ge) -> Callable[[str], int]:
-    """An argparse type: an integer that obeys ``rule``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or not rule.holds(value):
-            raise argparse.ArgumentTypeError(f"expected an integer {rule.rule()}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_int = _count(POSITIVE)
+POSITIVE_INT = count(Ge(1))
+"""The type of every count on the command line (epochs, batch sizes, bins, repeats)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,17 +89,17 @@ def add_run(sub: argparse._SubParsersAction) -> None:
 def _selection(p: argparse.ArgumentParser) -> None:
     """The flags that choose a sweep's runs (``run``, and ``status`` to list them)."""
     p.add_argument("--preset", help="preset of benchmark.toml (default: its default_preset)")
-    p.add_argument("--methods", type=_names, help="comma-separated method names or patterns")
-    p.add_argument("--datasets", type=_names, help="comma-separated dataset names")
+    p.add_argument("--methods", type=comma_names, help="comma-separated method names or patterns")
+    p.add_argument("--datasets", type=comma_names, help="comma-separated dataset names")
     p.add_argument(
         "--backbones",
-        type=_names,
+        type=comma_names,
         help="comma-separated backbones (default: each dataset's own; timm/<name> works)",
     )
-    p.add_argument("--seeds", type=_ints, help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--seeds", type=comma_ints, help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument(
         "--epochs",
-        type=_count(Ge(0)),
+        type=count(Ge(0)),
         help="epochs per run; lr milestones scale with it (0 with --set training.pretrained=true: "
         "store timm's pretrained weights as a run, untrained)",
     )
@@ -162,7 +125,9 @@ def _execution(run: argparse.ArgumentParser) -> None:
         "process per device of --devices; slurm: one job per run through submitit ([slurm] in "
         "benchmark.toml)",
     )
-    run.add_argument("--devices", type=_names, help="the processes executor's (default: all GPUs)")
+    run.add_argument(
+        "--devices", type=comma_names, help="the processes executor's (default: all GPUs)"
+    )
     run.add_argument(
         "--log",
         choices=["tensorboard"],
@@ -171,14 +136,14 @@ def _execution(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--runs-per-device",
-        type=_positive_int,
+        type=POSITIVE_INT,
         default=1,
         help="processes executor: runs trained at once on each device (small models fill a "
         "large GPU only several at a time; default 1)",
     )
     run.add_argument(
         "--gpus-per-run",
-        type=_positive_int,
+        type=POSITIVE_INT,
         metavar="N",
         help="processes (one GPU each, or CPU processes with --device cpu) that train each run "
         "together with DistributedDataParallel: start the command with torchrun "
@@ -195,13 +160,13 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     )
     report.add_argument(
         "--format",
-        type=_names,
+        type=comma_names,
         default=["md", "csv", "html"],
         help="comma-separated: md, csv, tex, html (default md,csv,html)",
     )
     report.add_argument(
         "--compare",
-        type=_names,
+        type=comma_names,
         default=[],
         metavar="published",
         help="show published numbers (calibench/report/published.csv) beside the measured ones",
@@ -215,7 +180,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     )
     report.add_argument(
         "--calibrators",
-        type=_names,
+        type=comma_names,
         help="post-hoc calibrators fitted on each run's validation logits for the method x "
         "calibrator and shift tables (default: all of `calibench list calibrators`; none: off)",
     )
@@ -236,7 +201,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         "in one process; see docs/speed.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bench.add_argument("--methods", type=_names, help="methods to time (default: all)")
+    bench.add_argument("--methods", type=comma_names, help="methods to time (default: all)")
     bench.add_argument(
         "--dataset",
         default="digits",
@@ -247,11 +212,11 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         "--backbone", default="small_cnn", help="backbone to time (default small_cnn)"
     )
     bench.add_argument(
-        "--batch-size", type=_positive_int, default=128, help="images per batch (default 128)"
+        "--batch-size", type=POSITIVE_INT, default=128, help="images per batch (default 128)"
     )
     bench.add_argument(
         "--steps",
-        type=_positive_int,
+        type=POSITIVE_INT,
         default=20,
         help="timed steps per method (default 20); with --against, per block and path",
     )
@@ -272,7 +237,7 @@ def _against_reference(bench: argparse.ArgumentParser) -> None:
 
     flags: dict[str, dict] = {
         "--blocks": dict(
-            type=_positive_int,
+            type=POSITIVE_INT,
             default=5,
             help="alternating block pairs, medians taken over them (default 5)",
         ),
@@ -328,8 +293,10 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="with --checkpoint: an evaluation setting (training.eval_batch_size=256); repeatable",
     )
     _data_arguments(evaluate, "with --checkpoint: OOD test sets")
-    evaluate.add_argument("--methods", type=_names, help="only these methods (names or patterns)")
-    evaluate.add_argument("--datasets", type=_names, help="only runs on these datasets")
+    evaluate.add_argument(
+        "--methods", type=comma_names, help="only these methods (names or patterns)"
+    )
+    evaluate.add_argument("--datasets", type=comma_names, help="only runs on these datasets")
     evaluate.add_argument("--force", action="store_true", help="recompute what is stored already")
     _common(evaluate)
 
@@ -401,7 +368,7 @@ def add_list(sub: argparse._SubParsersAction) -> None:
 
 def _data_arguments(p: argparse.ArgumentParser, ood: str) -> None:
     """Where the data comes from and where the model runs: --ood, --data-root, --device."""
-    p.add_argument("--ood", type=_names, help=ood)
+    p.add_argument("--ood", type=comma_names, help=ood)
     p.add_argument("--data-root", help=DATA_ROOT_HELP)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
 
@@ -417,7 +384,7 @@ def _shift_arguments(p: argparse.ArgumentParser, required: bool = False) -> None
         "for calibench's generated corruptions of the run's dataset (5 severities each)",
     )
     p.add_argument(
-        "--corruptions", type=_names, help="only these corruptions of the shift (default: all)"
+        "--corruptions", type=comma_names, help="only these corruptions of the shift (default: all)"
     )
 
 
@@ -439,7 +406,7 @@ def add_metrics(sub: argparse._SubParsersAction) -> None:
     metrics.add_argument("--val-logits", type=Path, help="validation logits to fit T on")
     metrics.add_argument("--val-labels", type=Path, help="validation labels")
     metrics.add_argument(
-        "--n-bins", type=_positive_int, default=15, help="bins of the ECE-like metrics (15)"
+        "--n-bins", type=POSITIVE_INT, default=15, help="bins of the ECE-like metrics (15)"
     )
     metrics.add_argument(
         "--temperature-fit",
