@@ -17,11 +17,10 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from calibench.data import DATA_KEYS, register_from_settings
 from calibench.errors import CalibenchError
 from calibench.registry import DATASETS, METHODS
 from calibench.settings import check_values
-from calibench.spec import SEED_RANGE, TRAINING_KEYS, RunSpec, Training
+from calibench.spec import DATA_KEYS, SEED_RANGE, TRAINING_KEYS, RunSpec, Training
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -166,7 +165,10 @@ def load_config(path: Path) -> dict[str, Any]:
         check_layout(layer, file)
         _own_plugin_paths(layer, file)
         for name, table in layer.get("datasets", {}).items():
-            register_from_settings(name, table, file)
+            if "format" in table:
+                from calibench.data import register_from_settings
+
+                register_from_settings(name, table, file)
         config = merge(config, layer)
     return config
 

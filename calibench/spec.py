@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import typing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Annotated, Any, Literal, get_args
 
 from calibench.settings import Ge, Gt, Interval, Le, check_fields, field_types
@@ -160,3 +160,23 @@ def run_name(spec: RunSpec) -> str:
     """A unique, readable file name stem for one run."""
     backbone = spec.backbone.replace("/", "-")
     return f"{spec.dataset}_{backbone}_{spec.method}_seed{spec.seed}_{spec.run_id}"
+
+
+@dataclass(frozen=True)
+class Declared:
+    """The data keys of a ``[datasets.<name>]`` table that declares a dataset."""
+
+    format: Literal["imagefolder", "npz"]
+    root: str | None = None
+    path: str | None = None
+    image_size: int | None = None
+    channels: Literal[1, 3] | None = None
+    stream: bool | None = None
+    crop_padding: int | None = None
+    hflip: bool = True
+    description: str = ""
+
+
+DATA_KEYS = frozenset(f.name for f in fields(Declared))
+"""The keys of a ``[datasets.<name>]`` table that describe the data (the others are training
+settings, ``backbone`` and ``hparams``, as for every dataset)."""

@@ -205,7 +205,8 @@ def test_a_rejected_slurm_command_creates_nothing(tmp_path, capsys):
     from calibench.config import DEFAULT_CONFIG
 
     config = tmp_path / "benchmark.toml"
-    config.write_text(DEFAULT_CONFIG.read_text().replace("[slurm]", "[slurm]\nbogus_key = 1", 1))
+    table = "\n[slurm]"  # the table itself, not a comment that names it
+    config.write_text(DEFAULT_CONFIG.read_text().replace(table, f"{table}\nbogus_key = 1", 1))
     out = tmp_path / "out"
     argv = ["run", "--config", str(config), "--executor", "slurm", "--methods", "ce"]
     assert main([*argv, "--epochs", "1", "--device", "cpu", "--output", str(out)]) == 2

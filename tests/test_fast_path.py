@@ -97,8 +97,10 @@ PLAIN = {"channels_last": False, "compile": False, "fuse_views": False}
 def test_an_epoch_on_the_fast_path_equals_the_plain_one(method, switch):
     plain_state, plain_logits = _train_steps(method, **PLAIN)
     fast_state, fast_logits = _train_steps(method, **{**PLAIN, switch: True})
+    # the switches reorder float sums; over an epoch of SGD the weights drift apart by up to
+    # 4.4e-4 (channels_last, one OpenMP thread, this CPU): equal up to that, same predictions
     for a, b in zip(plain_state, fast_state, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(plain_logits, fast_logits, rtol=1e-3, atol=1e-3)
     assert (plain_logits.argmax(1) == fast_logits.argmax(1)).float().mean() > 0.99
 

@@ -22,10 +22,8 @@ crops and flips (:func:`~calibench.data.own.stream_transform`).
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from calibench.data.arrays import ArrayFile, check_arrays, read_npz
 from calibench.data.base import DatasetSpec, load_dataset
@@ -33,33 +31,15 @@ from calibench.data.folder import MEMORY_LIMIT, ImageFolder, scan_folder
 from calibench.data.own import declared_error, stream_transform, unset_statistics
 from calibench.registry import DATASETS
 from calibench.settings import build_settings
+from calibench.spec import DATA_KEYS, Declared
 
 MAX_IMAGE_SIZE = 4096
 SOURCE = "settings"
 """Registry source prefix of declared datasets (a new declaration of one replaces it)."""
 
 
-@dataclass(frozen=True)
-class Declared:
-    """The data keys of a ``[datasets.<name>]`` table that declares a dataset."""
-
-    format: Literal["imagefolder", "npz"]
-    root: str | None = None
-    path: str | None = None
-    image_size: int | None = None
-    channels: Literal[1, 3] | None = None
-    stream: bool | None = None
-    crop_padding: int | None = None
-    hflip: bool = True
-    description: str = ""
-
-
 _DECLARED: dict[str, tuple[dict[str, Any], str]] = {}
 """Every dataset this process declared: name -> (its table, the settings file)."""
-
-DATA_KEYS = frozenset(f.name for f in dataclasses.fields(Declared))
-"""The keys of a ``[datasets.<name>]`` table that describe the data (the others are training
-settings, ``backbone`` and ``hparams``, as for every dataset)."""
 
 
 def register_from_settings(
