@@ -1,4 +1,4 @@
-"""The plugin files of docs/readme-own-data.md, extracted and run: a dataset and a backbone
+"""The plugin files of the README (Writing a dataset, Writing a backbone), extracted and run: a dataset and a backbone
 written as plugins train through the command line."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from calibench.cli import main
 from calibench.data import load_dataset
 from calibench.registry import BACKBONES, DATASETS
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "readme-own-data.md"
+DOC = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def plugin_files() -> dict[str, str]:
