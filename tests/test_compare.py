@@ -301,3 +301,13 @@ def test_compare_with_one_seed_says_n_a(tmp_path, capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "n/a (one seed: training noise is not measured)" in text
     assert "ce better" not in text and "focal better" not in text
+
+
+@pytest.mark.parametrize("column", ["seed", "epochs", "run_id"])
+def test_compare_on_a_column_that_is_not_a_metric_is_one_message(tmp_path, capsys, column):
+    out = copy_runs(tmp_path, ("ce", "focal"), (0,))
+    assert main(["status", "--rebuild", "--output", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["compare", "ce", "focal", "--metric", column, "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"unknown metric {column!r}. Valid: acc, nll" in err and "Traceback" not in err

@@ -1,5 +1,5 @@
-"""The plugin files of the README (Writing a dataset, Writing a backbone), extracted and run: a dataset and a backbone
-written as plugins train through the command line."""
+"""The plugin files of the README (Writing a dataset, Writing a backbone), extracted and run: a
+dataset and a backbone written as plugins train through the command line."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import argparse
 import importlib
 from collections.abc import Callable, Iterator
 
-from calibench.settings import Ge
+from calibench.settings import Constraint
 
 
 class LazyChoices:
@@ -46,7 +46,7 @@ def comma_ints(text: str) -> list[int]:
         ) from None
 
 
-def count(rule: Ge) -> Callable[[str], int]:
+def count(rule: Constraint) -> Callable[[str], int]:
     """An argparse type: an integer that obeys ``rule``."""
 
     def parse(text: str) -> int:

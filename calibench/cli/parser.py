@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from calibench.cli.choices import LazyChoices, comma_ints, comma_names, count
-from calibench.settings import Ge
+from calibench.settings import Ge, Interval
+from calibench.spec import MAX_BINS
 
 EXAMPLES = """\
 examples:
@@ -406,7 +407,10 @@ def add_metrics(sub: argparse._SubParsersAction) -> None:
     metrics.add_argument("--val-logits", type=Path, help="validation logits to fit T on")
     metrics.add_argument("--val-labels", type=Path, help="validation labels")
     metrics.add_argument(
-        "--n-bins", type=POSITIVE_INT, default=15, help="bins of the ECE-like metrics (15)"
+        "--n-bins",
+        type=count(Interval(1, MAX_BINS)),
+        default=15,
+        help="bins of the ECE-like metrics (15)",
     )
     metrics.add_argument(
         "--temperature-fit",

@@ -399,7 +399,7 @@ def compare_pair(
 
 
 def _check_pair_request(table: pd.DataFrame, a: str, b: str, metric: str) -> None:
-    if metric not in table.columns:
+    if metric not in _metrics(table):
         raise CalibenchError(f"unknown metric {metric!r}. Valid: {', '.join(_metrics(table))}.")
     known = set(table["method"])
     for name in (a, b):
