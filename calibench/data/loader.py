@@ -23,7 +23,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from calibench.data.base import AnySplit, DatasetSpec
+from calibench.data.base import AnySplit, DatasetSpec, Split
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,7 @@ class DeviceLoader:
 
     def __init__(self, config: LoaderConfig) -> None:
         device = config.device
+        assert isinstance(config.split, Split), "a FileSplit is streamed (StreamLoader)"
         self.images = config.split.images.to(device)
         self.labels = config.split.labels.to(device)
         self.device = device

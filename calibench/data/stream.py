@@ -215,6 +215,7 @@ class StreamLoader:
         spec, device = config.dataset, config.device
         if spec.stream is None:
             raise ValueError(f"dataset {spec.name} is not a streamed dataset")
+        assert isinstance(config.split, FileSplit), "a streamed dataset's splits are FileSplits"
         self.split, self.spec, self.transform = config.split, spec, spec.stream
         self.labels = config.split.labels
         self.batch_size, self.device, self.train = config.batch_size, device, config.train
