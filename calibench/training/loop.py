@@ -71,6 +71,9 @@ class RunProgress(Protocol):
 class RunFailed(Exception):
     """A run that cannot go on: a non-finite loss or parameter, or an error in its method."""
 
+    details: str | None = None
+    """The traceback of an unexpected error behind the failure, kept in the run's error.txt."""
+
     def __init__(self, reason: str, epoch: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -260,7 +263,7 @@ def validate(
         if np.isfinite(logits).all():
             val = calibration_metrics(logits, labels, t.n_bins)
     val, logits = distributed.broadcast_object((val, logits))
-    if val is None:
+    if val is None or logits is None:  # rank 0 computes val from finite logits only
         raise RunFailed("non-finite validation logits: training diverged")
     return val, logits
 
