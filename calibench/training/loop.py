@@ -68,6 +68,14 @@ class RunProgress(Protocol):
     def abort(self) -> None: ...
 
 
+class EpochBatches(Protocol):
+    """What :func:`train_one_epoch` loops over: a :class:`Loader`, or any other source of
+    batches with their training-split positions and a number of batches (the benchmark's)."""
+
+    def __len__(self) -> int: ...
+    def indexed(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]: ...
+
+
 class RunFailed(Exception):
     """A run that cannot go on: a non-finite loss or parameter, or an error in its method."""
 
@@ -184,7 +192,7 @@ def train_one_epoch(
     model: nn.Module,
     method: Method,
     optimizer: torch.optim.Optimizer,
-    loader: Loader,
+    loader: EpochBatches,
     t: Training,
     fuse_views: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
