@@ -17,9 +17,10 @@ run: $(STAMP)
 	$(VENV)/bin/calibench run
 	$(VENV)/bin/calibench report
 
-## test: lint and run the whole test suite
+## test: lint, type-check and run the whole test suite
 test: $(STAMP)
 	$(VENV)/bin/ruff check calibench methods tests
+	$(VENV)/bin/mypy calibench methods
 	$(VENV)/bin/pytest -q
 
 ## bench: loss-computation time per step of every method beside the model's forward/backward

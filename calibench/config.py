@@ -145,8 +145,9 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         below = out.get(key)
-        both_tables = isinstance(below, dict) and isinstance(value, dict)
-        out[key] = merge(below, value) if both_tables else value  # type: ignore[arg-type]
+        out[key] = (
+            merge(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+        )
     return out
 
 

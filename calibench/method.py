@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast
 
 import numpy as np
 import torch
@@ -35,7 +35,13 @@ from torch import nn
 
 from calibench.errors import CalibenchError
 from calibench.registry import METHODS
-from calibench.settings import build_settings, check_fields, dataclass_registrar, field_types
+from calibench.settings import (
+    build_settings,
+    check_fields,
+    dataclass_registrar,
+    dataclass_transform,
+    field_types,
+)
 
 
 @dataclass
@@ -88,6 +94,8 @@ class Method:
     """True: the trainer calls ``loss(model, x, y, indices)`` with the batch's training-split
     positions."""
     _rng: np.random.Generator | None = None
+    if TYPE_CHECKING:  # every subclass is made a dataclass by register_method
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     def __post_init__(self) -> None:
         check_fields(self, f"method {self.name}")
@@ -162,7 +170,16 @@ class Method:
 
     def hyperparameters(self) -> dict[str, Any]:
         """Hyperparameter name -> value, in field order (what enters the run id)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+class IndexedLoss(Protocol):
+    """The ``loss`` of a method with ``uses_indices = True``: the batch's training-split
+    positions come after the labels."""
+
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor
+    ) -> Loss: ...
 
 
 def training_loss(
@@ -175,11 +192,15 @@ def training_loss(
     """The trainer's call: ``loss(model, x, y, indices)`` for a method with ``uses_indices``,
     else ``loss(model, x, y)``."""
     if method.uses_indices:
-        return method.loss(model, x, y, indices)  # type: ignore[call-arg]
+        return cast(IndexedLoss, method.loss)(model, x, y, indices)
     return method.loss(model, x, y)
 
 
-def register_method(name: str) -> Callable[[type], type]:
+_M = TypeVar("_M", bound=Method)
+
+
+@dataclass_transform()
+def register_method(name: str) -> Callable[[type[_M]], type[_M]]:
     """Class decorator: make ``cls`` a dataclass (if it is not one yet) and register it as
     ``name``. Usage::
 

@@ -110,7 +110,8 @@ class Registry(Generic[T]):
 
 
 def _source_of(obj: object) -> str:
-    try:
+    try:  # the stubs admit only modules, classes and code objects; at run time any other
+        # object raises the TypeError handled below
         return f"{inspect.getsourcefile(obj)}"  # type: ignore[arg-type]
     except TypeError:
         return repr(obj)

@@ -20,13 +20,25 @@ import dataclasses
 import functools
 import math
 import operator
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 
 from calibench.errors import CalibenchError
+
+_T = TypeVar("_T")
+
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:  # pragma: no cover
+
+    def dataclass_transform() -> Callable[[_T], _T]:
+        """Python 3.10 has no typing.dataclass_transform: a marker for type checkers only."""
+        return lambda decorated: decorated
+
 
 _EXPECTED = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}
 
@@ -285,18 +297,27 @@ def build_settings(cls: type, values: dict[str, Any], what: str, noun: str = "se
     return cls(**coerced)
 
 
-def dataclass_registrar(registry: Any, base: type, name: str) -> Any:
+class Named(Protocol):
+    """A class that a registrar names: ``Method`` and ``Calibrator`` subclasses."""
+
+    name: ClassVar[str]
+
+
+_N = TypeVar("_N", bound=Named)
+
+
+def dataclass_registrar(registry: Any, base: type, name: str) -> Callable[[type[_N]], type[_N]]:
     """A class decorator that makes a ``base`` subclass a dataclass (if it is not one yet),
     names it ``name`` and adds it to ``registry``: the shared form of ``register_method`` and
     ``register_calibrator``. An unusable ``name`` fails here, before any class is seen."""
     registry.check_name(name)
 
-    def decorate(cls: type) -> type:
+    def decorate(cls: type[_N]) -> type[_N]:
         if not issubclass(cls, base):
             raise TypeError(f"{cls.__name__} must subclass {base.__module__}.{base.__name__}")
         if "__dataclass_fields__" not in cls.__dict__:
             cls = dataclasses.dataclass(cls)
-        cls.name = name  # type: ignore[attr-defined]
-        return typing.cast(type, registry.add(name, cls))
+        cls.name = name
+        return typing.cast("type[_N]", registry.add(name, cls))
 
     return decorate

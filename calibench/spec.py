@@ -36,6 +36,8 @@ MAX_EPOCHS = 100_000
 """calibench's cap on epochs, a guard against typos."""
 SEED_RANGE = Interval(0, MAX_SEED)
 """The valid run seeds."""
+Precision = Literal["fp32", "bf16"]
+"""A training precision: fp32, or bf16 (the forward pass under bf16 autocast)."""
 
 Fraction = Annotated[float, Interval(0, 1, closed="right", note="a fraction of the epochs")]
 """A learning-rate milestone: the share of the epochs after which the rate decays."""
@@ -59,7 +61,7 @@ class Training:
     split_seed: Annotated[int, Ge(0)] = 0
     temperature_fit: TemperatureFit = "ece_grid"
     n_bins: Annotated[int, Interval(1, MAX_BINS)] = 15
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Precision = "fp32"
     pretrained: bool = False
     sync_bn: bool = False
     channels_last: Switch = "auto"

@@ -42,7 +42,7 @@ def view_batching(fused: bool) -> Iterator[None]:
         _FUSED.reset(token)
 
 
-def _per_view(bn: _BatchNorm, sizes: list[int], x: torch.Tensor) -> torch.Tensor:
+def _per_view(bn: nn.Module, sizes: list[int], x: torch.Tensor) -> torch.Tensor:
     return torch.cat([type(bn).forward(bn, chunk) for chunk in x.split(sizes)])
 
 
@@ -51,9 +51,12 @@ def per_view_batch_norm(model: nn.Module, sizes: Sequence[int]) -> Iterator[None
     """Within this block, every BatchNorm layer of ``model`` in training mode treats its input
     as the concatenation of views of ``sizes`` samples and runs its own forward on each view in
     turn: per-view batch statistics, and one running-statistics update per view."""
-    layers = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.training]
+    # seen as nn.Module, whose forward is a declared attribute that an instance may replace
+    layers: list[nn.Module] = [
+        m for m in model.modules() if isinstance(m, _BatchNorm) and m.training
+    ]
     for bn in layers:
-        bn.forward = partial(_per_view, bn, list(sizes))  # type: ignore[method-assign]
+        bn.forward = partial(_per_view, bn, list(sizes))
     try:
         yield
     finally:

@@ -39,7 +39,7 @@ from calibench.errors import CalibenchError
 from calibench.method import Method, TrainingSetup, get_method
 from calibench.models import build_backbone
 from calibench.registry import DATASETS
-from calibench.spec import Training
+from calibench.spec import Precision, Training
 from calibench.training.fast_path import FastPath, prepare_model, resolve, training_forward
 from calibench.training.loop import train_one_epoch
 
@@ -165,7 +165,7 @@ class _Setting:
     steps: int
     blocks: int
     device: torch.device
-    precision: str
+    precision: Precision
 
 
 @dataclass
@@ -251,7 +251,7 @@ def compare_with_reference(
     steps: int,
     blocks: int,
     device: torch.device,
-    precision: str = "fp32",
+    precision: Precision = "fp32",
     num_workers: int | None = None,
     data_root: str | None = None,
     peak_tflops: float | None = None,

@@ -107,7 +107,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _bench_lines(folder: Path) -> list[str]:
-    lines = []
+    lines: list[str] = []
     for path in sorted(folder.glob("bench-*.json")):
         doc = json.loads(path.read_text())
         if not lines:

@@ -72,8 +72,8 @@ class RichProgress:
         self.clock = SweepClock(planned, times)
         self.done = 0
         self.live = self.console.is_terminal
-        self._progress: Progress | None = None
-        self._sweep: TaskID | None = None
+        self._live: tuple[Progress, TaskID] | None = None
+        """The live bars, once shown, and the sweep's bar among them."""
         self._run: TaskID | None = None
         self._spec: RunSpec | None = None
         self._epoch = _Epoch(1)
@@ -85,18 +85,18 @@ class RichProgress:
     def _say(self, text: str) -> None:
         self.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
-    def _bars(self) -> Progress:
-        if self._progress is None:
-            self._progress = Progress(
+    def _bars(self) -> tuple[Progress, TaskID]:
+        if self._live is None:
+            progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 TextColumn("{task.fields[info]}", markup=False),
                 console=self.console,
                 transient=True,
             )
-            self._progress.start()
-            self._sweep = self._progress.add_task("sweep", total=self.total_runs, info="")
-        return self._progress
+            progress.start()
+            self._live = progress, progress.add_task("sweep", total=self.total_runs, info="")
+        return self._live
 
     def _sweep_info(self) -> str:
         left = self.clock.sweep_left(self._spec, self._epoch.fraction(), self._epoch.guess())
@@ -110,11 +110,11 @@ class RichProgress:
         if not self.live:
             self._say(f"start {name}: {spec.training.epochs} epochs{resumed}")
             return
-        bars = self._bars()
+        bars, sweep = self._bars()
         if self._run is not None:
             bars.remove_task(self._run)
         self._run = bars.add_task(escape(name + resumed), total=None, info="")
-        bars.update(self._sweep, info=self._sweep_info())
+        bars.update(sweep, info=self._sweep_info())
 
     def batch(self, total: int, step: int, images: int) -> None:
         epoch = self._epoch
@@ -124,14 +124,16 @@ class RichProgress:
             return
         epoch.shown = now
         rate = epoch.rate()
-        left = self.clock.run_left(self._spec, epoch.fraction(), epoch.guess())
+        spec = self._spec
+        assert spec is not None, "start() sets the spec with the run's bar"
+        left = self.clock.run_left(spec, epoch.fraction(), epoch.guess())
         info = (
-            f"epoch {epoch.number}/{self._spec.training.epochs}, {step}/{total} batches, "
+            f"epoch {epoch.number}/{spec.training.epochs}, {step}/{total} batches, "
             f"{rate or 0:.0f} img/s, run ETA {duration(left)}"
         )
-        bars = self._bars()
+        bars, sweep = self._bars()
         bars.update(self._run, total=total, completed=step, info=info)
-        bars.update(self._sweep, info=self._sweep_info())
+        bars.update(sweep, info=self._sweep_info())
 
     def epoch(self, row: dict[str, Any]) -> None:
         spec = self._spec
@@ -151,9 +153,10 @@ class RichProgress:
                 f"{self.total_runs}] {self.label(spec)}: {summary}"
             )
             return
-        bars = self._bars()
+        assert self._run is not None, "start() made the run's bar"
+        bars, sweep = self._bars()
         bars.update(self._run, info=f"epoch {row['epoch']}/{spec.training.epochs}: {summary}")
-        bars.update(self._sweep, info=self._sweep_info())
+        bars.update(sweep, info=self._sweep_info())
 
     def _ended(self, spec: RunSpec) -> None:
         self.clock.ended(spec)
@@ -161,11 +164,11 @@ class RichProgress:
         self._spec = None
         if not self.live:
             return
-        bars = self._bars()
+        bars, sweep = self._bars()
         if self._run is not None:
             bars.remove_task(self._run)
             self._run = None
-        bars.update(self._sweep, completed=self.done, info=self._sweep_info())
+        bars.update(sweep, completed=self.done, info=self._sweep_info())
 
     def finish(self, spec: RunSpec, metrics: dict[str, Any], seconds: float) -> None:
         if self._spec is None or self._spec.run_id != spec.run_id:
@@ -198,9 +201,9 @@ class RichProgress:
 
     def close(self) -> None:
         """Take the live bars off the terminal (the printed lines stay)."""
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+        if self._live is not None:
+            self._live[0].stop()
+            self._live = None
             self._run = None
 
 

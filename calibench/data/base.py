@@ -113,9 +113,9 @@ class ImageData:
     used can be saved with it and checked later.
     """
 
-    train: Split
-    val: Split
-    test: Split
+    train: AnySplit
+    val: AnySplit
+    test: AnySplit
     train_indices: np.ndarray
     val_indices: np.ndarray
     class_names: list[str] = field(default_factory=list)

@@ -20,6 +20,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from calibench.errors import CalibenchError
 MAX_VAL = 5000
 VAL_PER_CLASS = 50
 
-READ_ERRORS: tuple[type[BaseException], ...] = (
+READ_ERRORS: Final = (  # a fixed tuple: mypy checks except (*READ_ERRORS, ...)
     OSError,
     EOFError,
     ValueError,

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from calibench.data.base import (
     DataRequest,
@@ -133,7 +134,9 @@ def list_split(folder: Path, wnids: list[str], dataset: str, how: str) -> FileSp
         labels.extend([index[entry.name]] * len(names))
     if not files:
         raise missing_dataset_error(dataset, folder, ["the class folders' images"], how)
-    return FileSplit(folder, np.array(files, dtype=np.bytes_), np.array(labels, dtype=np.int64))
+    return FileSplit(
+        folder, np.array(files, dtype=np.bytes_), torch.tensor(labels, dtype=torch.int64)
+    )
 
 
 def _is_image(name: str) -> bool:

@@ -16,14 +16,14 @@ for image, the single-process batch, and the generators of all processes stay eq
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from calibench.data.base import AnySplit, DatasetSpec
+from calibench.data.base import AnySplit, DatasetSpec, Split
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Loader(Protocol):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
     def indexed(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]: ...
     def normalise(self, images: torch.Tensor) -> torch.Tensor: ...
-    def gather(self, indices: Sequence[int]) -> torch.Tensor: ...
+    def gather(self, indices: Iterable[int]) -> torch.Tensor: ...
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -100,6 +100,7 @@ class DeviceLoader:
 
     def __init__(self, config: LoaderConfig) -> None:
         device = config.device
+        assert isinstance(config.split, Split), "a FileSplit is streamed (StreamLoader)"
         self.images = config.split.images.to(device)
         self.labels = config.split.labels.to(device)
         self.device = device
@@ -118,7 +119,7 @@ class DeviceLoader:
         """uint8 images as the model sees them: (x - mean) / std per channel, in float32."""
         return (images.float() - self.mean) / self.std
 
-    def gather(self, indices: Sequence[int]) -> torch.Tensor:
+    def gather(self, indices: Iterable[int]) -> torch.Tensor:
         """The normalised, unaugmented images at ``indices`` of the split, as one tensor."""
         index = torch.as_tensor(list(indices), dtype=torch.int64, device=self.images.device)
         return self.normalise(self.images[index])

@@ -47,7 +47,7 @@ IDX_NAMES = (
     "t10k-labels-idx1-ubyte",
 )
 
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -126,7 +126,7 @@ def _load_idx_dataset(
     if unpacked or legacy or (request.download and None in local):
         arrays = _read_with_torchvision(cls, request, dataset, raw, how)
     elif None not in local:
-        arrays = _read_files(local, dataset, how)
+        arrays = _read_files([p for p in local if p is not None], dataset, how)
     elif fallback is not None and all(p is None for p in local) and _has_gz(fallback):
         arrays = _read_files([fallback / f"{name}.gz" for name in IDX_NAMES], dataset, how)
     else:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -215,6 +215,7 @@ class StreamLoader:
         spec, device = config.dataset, config.device
         if spec.stream is None:
             raise ValueError(f"dataset {spec.name} is not a streamed dataset")
+        assert isinstance(config.split, FileSplit), "a streamed dataset's splits are FileSplits"
         self.split, self.spec, self.transform = config.split, spec, spec.stream
         self.labels = config.split.labels
         self.batch_size, self.device, self.train = config.batch_size, device, config.train
@@ -234,7 +235,7 @@ class StreamLoader:
         """uint8 images as the model sees them: (x - mean) / std per channel, in float32."""
         return (images.float() - self.mean) / self.std
 
-    def gather(self, indices: Sequence[int]) -> torch.Tensor:
+    def gather(self, indices: Iterable[int]) -> torch.Tensor:
         """The normalised evaluation views of the split's images at ``indices``, as one tensor
         (decoded on the CPU in this process)."""
         images = FileImages(self.split, self.transform, False, self.spec.hflip, True)

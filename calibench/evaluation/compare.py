@@ -359,7 +359,7 @@ def _check_values_match(
 
 def compare_pair(
     table: pd.DataFrame,
-    runs: list[tuple[str, RunSpec, dict]],
+    runs: Sequence[tuple[str, RunSpec, dict[str, np.ndarray]]],
     a: str,
     b: str,
     metric: str,

@@ -228,7 +228,7 @@ def _residual_cosine_coefficients(conf: np.ndarray, hit: np.ndarray) -> np.ndarr
     right_share = pos - left
     residual = hit - conf
     size = SMECE_GRID + 1
-    mass = np.bincount(left, (1.0 - right_share) * residual, minlength=size)
+    mass: np.ndarray = np.bincount(left, (1.0 - right_share) * residual, minlength=size)  # float64
     mass += np.bincount(left + 1, right_share * residual, minlength=size)
     mass[[0, -1]] *= 2.0
     return dct(mass, type=1) / (2.0 * len(conf))

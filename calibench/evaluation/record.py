@@ -39,7 +39,7 @@ def evaluate_logits(
     test samples of each of :data:`INTERVAL_METRICS` (and their ``_ts``)."""
     scaling = temperature_calibrator(temperature_fit, n_bins)
     scaling.fit(logits["val_logits"], logits["val_labels"])
-    t = scaling.temperature
+    t = scaling.fitted_temperature
     test, labels = logits["test_logits"].astype(np.float64), logits["test_labels"]
     scaled = scaling.scaled_logits(test)
     result: dict[str, Any] = dict(calibration_metrics(test, labels, n_bins))

@@ -7,6 +7,7 @@ A backbone factory takes the dataset's shape and returns an ``nn.Module`` mappin
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -22,7 +23,7 @@ def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]
 
 
 def build_backbone(
-    name: str, num_classes: int, in_channels: int, image_size: int, **kwargs: object
+    name: str, num_classes: int, in_channels: int, image_size: int, **kwargs: Any
 ) -> nn.Module:
     """Build backbone ``name`` for a dataset's classes, channels and image size.
 

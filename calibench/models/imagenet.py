@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from calibench.models.factory import register_backbone
@@ -9,7 +11,7 @@ from calibench.models.factory import register_backbone
 
 @register_backbone("resnet50_imagenet")
 def resnet50_imagenet(
-    num_classes: int, in_channels: int = 3, image_size: int = 224, **kwargs: object
+    num_classes: int, in_channels: int = 3, image_size: int = 224, **kwargs: Any
 ) -> nn.Module:
     """ImageNet ResNet-50 (He et al. 2016) as torchvision builds it: 7x7 stride-2 stem with
     max-pool, bottlenecks [3, 4, 6, 3] striding in the 3x3 conv, global average pool, linear

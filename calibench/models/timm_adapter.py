@@ -14,6 +14,7 @@ outputs.
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
 import timm
 import torch
@@ -54,7 +55,7 @@ def _has_fixed_input_size(model_name: str) -> bool:
     return bool(cfg is not None and cfg.fixed_input_size)
 
 
-def _create(model_name: str, pretrained: bool, **kwargs: object) -> nn.Module:
+def _create(model_name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     try:
         return timm.create_model(model_name, pretrained=pretrained, **kwargs)
     except (OSError, RuntimeError) as exc:
@@ -94,7 +95,7 @@ def build_timm(
     in_channels: int,
     image_size: int,
     pretrained: bool = False,
-    **kwargs: object,
+    **kwargs: Any,
 ) -> nn.Module:
     """Build timm model ``model_name`` for a dataset's classes, channels and image size.
 

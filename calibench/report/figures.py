@@ -39,8 +39,8 @@ PALETTE: tuple[str, ...] = tuple(
     matplotlib.style.library["petroff10"]["axes.prop_cycle"].by_key()["color"]
 )
 """Petroff (2021), "Accessible Color Sequences for Data Visualization", arXiv:2107.02270."""
-MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h", "p", "d", "8", "H", "1", "2")
-MARKERS += ("3", "4", "+")
+MARKERS: tuple[str, ...] = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h", "p", "d")
+MARKERS += ("8", "H", "1", "2", "3", "4", "+")
 HATCHES = ("", "//", "\\\\", "xx", "..")
 SPARSE_BIN = 10
 """Bins with fewer samples are drawn pale: the accuracy of fewer than 10 outcomes has a

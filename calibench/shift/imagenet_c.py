@@ -21,8 +21,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from calibench.data.base import DatasetSpec, FileSplit
+from calibench.data.base import AnySplit, DatasetSpec, FileSplit
 from calibench.data.imagenet import IMAGE_SUFFIXES
 from calibench.errors import CalibenchError
 from calibench.shift.official import (
@@ -99,7 +100,7 @@ def list_severity(where: Path, classes: dict[str, int]) -> tuple[list[str], list
 
 
 def imagenet_c_test_sets(
-    root: Path, clean_test: FileSplit, only: Sequence[str] | None = None
+    root: Path, clean_test: AnySplit, only: Sequence[str] | None = None
 ) -> Iterator[tuple[str, int, FileSplit]]:
     """Check the ImageNet-C folders of the chosen corruptions, then yield (corruption,
     severity, split) one at a time, each split a :class:`FileSplit` matched against the clean
@@ -127,4 +128,5 @@ def _iterate(
             files, labels = list_severity(where, classes)
             label_array = np.asarray(labels, dtype=np.int64)
             check_block(IMAGENET_C, where, root, label_array, clean_test, severity)
-            yield corruption, severity, FileSplit(where, np.array(files, dtype=np.bytes_), labels)
+            names = np.array(files, dtype=np.bytes_)
+            yield corruption, severity, FileSplit(where, names, torch.from_numpy(label_array))

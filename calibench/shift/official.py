@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from calibench.data import tiny_imagenet
-from calibench.data.base import Split
+from calibench.data.base import AnySplit, Split
 from calibench.data.files import READ_ERRORS, _describe
 from calibench.errors import CalibenchError
 
@@ -354,7 +354,7 @@ def check_block(
     where: Path,
     root: Path,
     labels: np.ndarray,
-    clean_test: Split,
+    clean_test: AnySplit,
     severity: int,
 ) -> None:
     """One severity's labels must match the clean test set's size and images per class."""

@@ -95,10 +95,10 @@ def write_bytes_at(folder: Path, name: str, data: bytes, dir_fd: int | None = No
     """Write ``data`` as ``folder/name`` atomically. With ``dir_fd`` (a handle on the folder) the
     write lands in that very folder even if it was renamed meanwhile, and no folder is created;
     without it the folder and its parents are created as needed. Raises OSError."""
-    own = dir_fd is None
-    if own:
+    opened = None  # the handle this call opens (and closes), if any
+    if dir_fd is None:
         folder.mkdir(parents=True, exist_ok=True)
-        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        dir_fd = opened = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     tmp = f".{name}.{secrets.token_hex(4)}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=dir_fd)
@@ -113,8 +113,8 @@ def write_bytes_at(folder: Path, name: str, data: bytes, dir_fd: int | None = No
                 os.unlink(tmp, dir_fd=dir_fd)
             raise
     finally:
-        if own:
-            os.close(dir_fd)
+        if opened is not None:
+            os.close(opened)
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -210,7 +210,7 @@ class RunDir:
         return {"path": self.path}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])  # type: ignore[misc]
+        type(self).__init__(self, state["path"])
 
     def close(self) -> None:
         """Release the folder handle (later writes go by path)."""

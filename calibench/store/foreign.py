@@ -213,7 +213,8 @@ def _split(
             f"under {' or '.join(label_keys)})."
         )
     logits = as_logits(values, str(logits_path), probabilities)
-    return logits, check_labels(labels, *logits.shape, label_where), arrays
+    n, k = logits.shape  # (N, K): as_logits checked it
+    return logits, check_labels(labels, n, k, label_where), arrays
 
 
 def load_logit_set(
@@ -240,7 +241,8 @@ def load_logit_set(
         )
     elif "val_logits" in arrays and "val_labels" in arrays:
         val = as_logits(arrays["val_logits"], f"{logits} [val_logits]", probabilities)
-        val_y = check_labels(arrays["val_labels"], *val.shape, f"{logits} [val_labels]")
+        n, k = val.shape  # (N, K): as_logits checked it
+        val_y = check_labels(arrays["val_labels"], n, k, f"{logits} [val_labels]")
     else:
         return out
     if val.shape[1] != test.shape[1]:

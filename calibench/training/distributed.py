@@ -22,11 +22,11 @@ Outside a launch every helper is the single-process identity: rank 0 of a world 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -55,7 +55,7 @@ class Launch:
     local_rank: int
 
 
-def launch_from_env(env: dict[str, str] | None = None) -> Launch | None:
+def launch_from_env(env: Mapping[str, str] | None = None) -> Launch | None:
     """The launch described by ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (as torchrun and
     submitit's ``TorchDistributedEnvironment`` set them), or None when they are absent."""
     env = os.environ if env is None else env
@@ -184,7 +184,7 @@ def broadcast_object(obj: T) -> T:
         return obj
     box = [obj if is_main() else None]
     dist.broadcast_object_list(box, src=0, device=_collective_device())
-    return box[0]  # type: ignore[return-value]
+    return cast(T, box[0])  # after the broadcast: rank 0's obj
 
 
 def all_gather_object(obj: Any) -> list[Any]:
@@ -253,7 +253,9 @@ def method_seed(seed: int, rank: int) -> int:
     return seed + rank * RANK_SEED_STRIDE
 
 
-def wrap_model(model: nn.Module, device: torch.device, sync_bn: bool = False) -> nn.Module | None:
+def wrap_model(
+    model: nn.Module, device: torch.device, sync_bn: bool = False
+) -> nn.parallel.DistributedDataParallel | None:
     """The model wrapped in DistributedDataParallel for training, or None in a single process.
 
     BatchNorm layers stay per process unless ``sync_bn`` (SyncBatchNorm, CUDA only). DDP's

@@ -154,7 +154,7 @@ def _worker_main(
         store = Store(Path(output))
         while (job := conn.recv()) is not None:
             spec = RunSpec.from_dict({**job, "device": device})
-            outcome = run_one(spec, store, _WorkerProgress(), force, retry_failed)  # type: ignore[arg-type]
+            outcome = run_one(spec, store, _WorkerProgress(), force, retry_failed)
             conn.send(("outcome", outcome.status, outcome.metrics, outcome.reason))
     except (EOFError, KeyboardInterrupt):
         return
@@ -232,8 +232,8 @@ def run_processes(
     for device in devices:
         resolve_device(device)
     ctx = mp.get_context("spawn")
-    settings = (str(store.root), [str(p) for p in plugin_dirs], force, retry_failed, os.getpid())
-    settings += (declarations(),)
+    plugins = [str(p) for p in plugin_dirs]
+    settings = (str(store.root), plugins, force, retry_failed, os.getpid(), declarations())
 
     def start(device: str) -> _Worker:
         parent_end, child_end = ctx.Pipe()

@@ -83,7 +83,9 @@ def training_forward(model: nn.Module, fast: FastPath) -> nn.Module:
     ``fast.channels_last``, through ``torch.compile`` when ``fast.compile``. Its parameters are
     the model's own, so the optimiser, the checkpoints and resuming are unchanged."""
     net = ChannelsLastInput(model) if fast.channels_last else model
-    return torch.compile(net) if fast.compile else net
+    # torch's annotation of compile says a plain callable; for a module it returns an
+    # OptimizedModule, an nn.Module (hence the ignore)
+    return torch.compile(net) if fast.compile else net  # type: ignore[return-value]
 
 
 def parse(text: str, device: torch.device) -> FastPath:

@@ -68,8 +68,19 @@ class RunProgress(Protocol):
     def abort(self) -> None: ...
 
 
+class EpochBatches(Protocol):
+    """What :func:`train_one_epoch` loops over: a :class:`Loader`, or any other source of
+    batches with their training-split positions and a number of batches (the benchmark's)."""
+
+    def __len__(self) -> int: ...
+    def indexed(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]: ...
+
+
 class RunFailed(Exception):
     """A run that cannot go on: a non-finite loss or parameter, or an error in its method."""
+
+    details: str | None = None
+    """The traceback of an unexpected error behind the failure, kept in the run's error.txt."""
 
     def __init__(self, reason: str, epoch: int | None = None) -> None:
         super().__init__(reason)
@@ -181,7 +192,7 @@ def train_one_epoch(
     model: nn.Module,
     method: Method,
     optimizer: torch.optim.Optimizer,
-    loader: Loader,
+    loader: EpochBatches,
     t: Training,
     fuse_views: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
@@ -260,7 +271,7 @@ def validate(
         if np.isfinite(logits).all():
             val = calibration_metrics(logits, labels, t.n_bins)
     val, logits = distributed.broadcast_object((val, logits))
-    if val is None:
+    if val is None or logits is None:  # rank 0 computes val from finite logits only
         raise RunFailed("non-finite validation logits: training diverged")
     return val, logits
 

@@ -145,6 +145,7 @@ def _train_claimed(
             if isinstance(result, RunResult):
                 store.finish(claim, result.metrics, result.logits)
         metrics = distributed.broadcast_object(result.metrics if result else None)
+        assert metrics is not None, "rank 0's train returns a result"
     except LeaseLost:
         return _skipped(claim.spec, "taken over", progress)
     except RunFailed as exc:

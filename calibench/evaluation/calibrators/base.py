@@ -8,14 +8,21 @@ Definitions and defaults: docs/calibrators.md.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 from scipy.special import log_softmax
 
 from calibench.errors import CalibenchError
 from calibench.registry import CALIBRATORS
-from calibench.settings import build_settings, check_fields, dataclass_registrar, field_types
+from calibench.settings import (
+    build_settings,
+    check_fields,
+    dataclass_registrar,
+    dataclass_transform,
+    field_types,
+)
 
 MIN_PER_CLASS = 10
 """Calibrators with per-class parameters warn when a class has fewer validation samples than
@@ -42,6 +49,8 @@ class Calibrator:
     min_per_class: ClassVar[int] = 0
     _n_classes: int | None = None
     _warnings: tuple[str, ...] = ()
+    if TYPE_CHECKING:  # every subclass is made a dataclass by register_calibrator
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     def __post_init__(self) -> None:
         check_fields(self, f"calibrator {self.name}")
@@ -56,7 +65,7 @@ class Calibrator:
             raise CalibenchError(f"calibrator {self.name}: {message}")
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @property
     def fitted(self) -> bool:
@@ -176,7 +185,11 @@ class Uncalibrated(Calibrator):
         return log_softmax(logits, axis=1)
 
 
-def register_calibrator(name: str):
+_C = TypeVar("_C", bound=Calibrator)
+
+
+@dataclass_transform()
+def register_calibrator(name: str) -> Callable[[type[_C]], type[_C]]:
     """Class decorator: make ``cls`` a dataclass (if it is not one yet) and register it as
     ``name``. Usage::
 

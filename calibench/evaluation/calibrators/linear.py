@@ -169,7 +169,7 @@ class VectorScaling(_AffineCalibrator):
     diagonal of matrix scaling, with the intercept penalty mu / K sum_j b_j^2 (``reg_mu``;
     there are no off-diagonal weights to penalise). Fitted: ``weight`` (K,), ``bias`` (K,)."""
 
-    reg_lambda: ClassVar[float] = 0.0
+    reg_lambda = 0.0  # fixed, not a hyperparameter: no annotation, so not a dataclass field
     reg_mu: Penalty = None
     cv_folds: FoldCount = CV_FOLDS
     max_iter: Iterations = MAX_ITER

@@ -65,12 +65,19 @@ class _TemperatureScaling(Calibrator):
         """Whether the fitted T is the smallest or the largest T the fit can return: the best T
         may then lie outside them (docs/calibrators.md, "Temperature at an edge")."""
         low, high = self.bounds()
-        return bool(np.isclose(self.temperature, low) or np.isclose(self.temperature, high))
+        t = self.fitted_temperature
+        return bool(np.isclose(t, low) or np.isclose(t, high))
+
+    @property
+    def fitted_temperature(self) -> float:
+        """``temperature``, which :meth:`fit` sets (it is None before)."""
+        assert self.temperature is not None, "the temperature is read before the fit"
+        return self.temperature
 
     def _flag_edge(self, what: str) -> None:
         if self.at_edge:
             low, high = self.bounds()
-            side = "lowest" if np.isclose(self.temperature, low) else "highest"
+            side = "lowest" if np.isclose(self.fitted_temperature, low) else "highest"
             self.warn(
                 f"grid edge: T = {self.temperature:.3g} is the {side} value of {what} "
                 f"{low:.3g}..{high:.3g}; the best T may lie beyond it"
@@ -78,7 +85,7 @@ class _TemperatureScaling(Calibrator):
 
     def scaled_logits(self, logits: np.ndarray) -> np.ndarray:
         """z / T in float64: the logits whose metrics are a record's ``*_ts`` columns."""
-        return np.asarray(logits, dtype=np.float64) / self.temperature
+        return np.asarray(logits, dtype=np.float64) / self.fitted_temperature
 
     def _transform(self, logits: np.ndarray) -> np.ndarray:
         return softmax(self.scaled_logits(logits))
