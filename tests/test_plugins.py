@@ -128,5 +128,5 @@ def test_list_calibrators_and_backbones_print_as_written(capsys) -> None:
     assert main(["list", "calibrators"]) == 0
     assert main(["list", "backbones"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "matrix_odir(reg_lambda=None, reg_mu=None, max_iter=1000)" in out
+    assert "matrix_odir(reg_lambda=None, reg_mu=None, cv_folds=5, max_iter=1000)" in out
     assert "timm/<name>" in out

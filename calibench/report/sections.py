@@ -227,7 +227,7 @@ def severity_tables(shift: pd.DataFrame) -> list[Table]:
         "calibration errors in percent, NLL plain. Every calibrator is fitted on the clean "
         "validation split."
     ]
-    return [Table("Dataset shift per severity", columns, rows, notes, key="shift-table")]
+    return [Table("Dataset shift per severity", columns, rows, notes, key="severity-table")]
 
 
 def shift_groups(table: pd.DataFrame, metric: str = "ece") -> list[tuple[str, pd.DataFrame]]:
