@@ -1,5 +1,5 @@
-"""The mixing diagnostic: golden curves of hand-built models, the ordering agreement by hand,
-and a stored digits run."""
+"""The mixing diagnostic (calibench/evaluation/mixing.py): golden curves of hand-built models, the
+ordering agreement by hand, and a stored digits run."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from torch import nn
 from calibench.errors import CalibenchError
 from calibench.evaluation.metrics import softmax
 from calibench.evaluation.mixing import mixing_curve, mixing_diagnostic, order_agreement, relevance
-from calibench.report.figures import best_epoch, loss_terms, read_log
 from calibench.store.index import Store
 from calibench.training.runner import train_run
 
@@ -129,11 +128,3 @@ def test_missing_weights_are_a_clear_error(run_dir, tmp_path):
     (tmp_path / "config.json").write_text((run_dir / "config.json").read_text())
     with pytest.raises(CalibenchError, match="best.pt"):
         mixing_diagnostic(tmp_path)
-
-
-def test_training_log_terms_and_selected_epoch(run_dir):
-    log = read_log(run_dir)
-    assert loss_terms(log) == ["loss", "ce"]
-    assert best_epoch(log) == int(log.loc[log["val_acc"] == log["val_acc"].max(), "epoch"].min())
-    tied = log.assign(val_acc=[0.5] * len(log))
-    assert best_epoch(tied) == 1

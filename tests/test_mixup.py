@@ -1,11 +1,10 @@
-"""Losses at the reference code's scale (docs/methods.md): RegMixup's concatenated-batch mean and
-the entropy penalty's mean over B * K entries, each pinned by hand for the default and the
-alternative form, and the paper presets' hyperparameters with their sources."""
+"""RegMixup (methods/mixup.py) at the reference code's scale (docs/methods.md): the
+concatenated-batch mean, pinned by hand for the default and the alternative form, and through
+the method's loss on random draws."""
 
 from __future__ import annotations
 
 import math
-import re
 
 import pytest
 import torch
@@ -14,7 +13,6 @@ from torch import nn
 from torch.testing import assert_close
 
 from calibench import get_method
-from calibench.config import DEFAULT_CONFIG, load_config
 from calibench.plugins import builtin_methods_dir, load_plugin_file
 
 LN2 = math.log(2)
@@ -92,92 +90,3 @@ def test_regmixup_method_matches_the_code_on_random_draws() -> None:
         torch.autograd.grad(ours, params), torch.autograd.grad(code, params), strict=True
     ):
         assert_close(g_ours, g_code)
-
-
-# Entropy penalty, K = 4. Rows p = (1/2, 1/4, 1/8, 1/8) and (1/4, 1/4, 1/4, 1/4), y = (0, 3):
-#   H_0 = 1/2 ln 2 + 1/4 * 2 ln 2 + 2 * 1/8 * 3 ln 2 = 1.75 ln 2, H_1 = 2 ln 2
-#   per-sample entropy (class_sum): (1.75 + 2) / 2 = 1.875 ln 2
-#   mean over the B * K = 8 entries (class_mean): (1.75 + 2) / 8 = 0.46875 ln 2
-#   CE = (ln 2 + 2 ln 2) / 2 = 1.5 ln 2
-Z_ENT = log_probs([0.5, 0.25, 0.125, 0.125], [0.25, 0.25, 0.25, 0.25])
-Y_ENT = torch.tensor([0, 3])
-
-
-@pytest.mark.parametrize(
-    ("reduction", "entropy_ln2"), [("class_mean", 0.46875), ("class_sum", 1.875)]
-)
-def test_entropy_penalty_by_hand(reduction: str, entropy_ln2: float) -> None:
-    term = plugin("entropy_penalty").entropy_term(Z_ENT, reduction)
-    assert term.item() == pytest.approx(entropy_ln2 * LN2, rel=1e-12)
-    out = get_method("entropy_penalty", reduction=reduction).loss(nn.Identity(), Z_ENT, Y_ENT)
-    assert out.total.item() == pytest.approx((1.5 - 0.1 * entropy_ln2) * LN2, rel=1e-12)
-    assert out.terms["entropy"].item() == pytest.approx(entropy_ln2 * LN2, rel=1e-12)
-
-
-def test_entropy_penalty_default_is_the_codes_penalty() -> None:
-    """The MbLS / RankMixup code (calibrate/losses/penalty_entropy.py): p = softmax clamped to
-    [1e-10, 1 - 1e-10], loss CE - 0.1 * mean over all B * K entries of -p log p."""
-    torch.manual_seed(5)
-    logits = 3 * torch.randn(16, 10, dtype=torch.float64, requires_grad=True)
-    y = torch.randint(0, 10, (16,))
-    p = F.softmax(logits, dim=1).clamp(1e-10, 1 - 1e-10)
-    code = F.cross_entropy(logits, y) - 0.1 * (-p * p.log()).mean()
-    ours = get_method("entropy_penalty").loss(nn.Identity(), logits, y).total
-    assert_close(ours, code)
-    assert_close(torch.autograd.grad(ours, logits)[0], torch.autograd.grad(code, logits)[0])
-
-
-def test_per_sample_entropy_is_k_times_the_codes_term() -> None:
-    torch.manual_seed(6)
-    logits = torch.randn(7, 10, dtype=torch.float64)
-    entropy_term = plugin("entropy_penalty").entropy_term
-    assert_close(entropy_term(logits, "class_sum"), 10 * entropy_term(logits, "class_mean"))
-
-
-# Paper presets: every hyperparameter is written out with its source.
-
-PAPER_PRESETS = ["paper-cifar10", "paper-cifar100", "paper-tiny"]
-
-
-def paper_hparam_lines() -> dict[str, list[str]]:
-    """The key = value lines of each [presets.paper-*.hparams.<method>] table."""
-    tables: dict[str, list[str]] = {}
-    current = None
-    for line in DEFAULT_CONFIG.read_text().splitlines():
-        header = re.match(r"\[(.+)\]", line)
-        if header:
-            name = header.group(1)
-            current = name if re.match(r"presets\.paper-[\w-]+\.hparams\.\w+$", name) else None
-            if current:
-                tables[current] = []
-        elif current and "=" in line and not line.lstrip().startswith("#"):
-            tables[current].append(line)
-    return tables
-
-
-def test_every_paper_preset_hyperparameter_cites_its_source() -> None:
-    tables = paper_hparam_lines()
-    assert {t.split(".")[1] for t in tables} == set(PAPER_PRESETS)
-    for table, lines in tables.items():
-        assert lines, table
-        for line in lines:
-            source = line.split("#", 1)[1] if "#" in line else ""
-            pattern = r"RankMixup|MbLS|mixup-cifar10|Mukhoti|RegMixup|confidence-aware|CAMixup"
-            assert re.search(pattern, source), (table, line)
-
-
-@pytest.mark.parametrize("preset", PAPER_PRESETS)
-def test_paper_presets_set_every_hyperparameter_of_their_methods(preset: str) -> None:
-    """Each method with hyperparameters has all of them in the preset, each a valid value; LS and
-    MbLS carry the MbLS paper's values (0.05; margin 10, alpha 0.1), not the RankMixup
-    repository's configs (0.2; margin 6); CAMixup's alpha lies in (0, 1), where the authors' code
-    mixes."""
-    config = load_config(DEFAULT_CONFIG)["presets"][preset]
-    hparams = config["hparams"]
-    for method in config["methods"]:
-        fields = set(get_method(method).hyperparameters())
-        assert set(hparams.get(method, {})) == fields, method
-        get_method(method, **hparams.get(method, {}))
-    assert hparams["ls"]["alpha"] == 0.05
-    assert (hparams["mbls"]["margin"], hparams["mbls"]["alpha"]) == (10.0, 0.1)
-    assert 0 < hparams["camixup"]["alpha"] < 1
