@@ -70,9 +70,12 @@ def test_run_then_report(results, capsys):
 
 
 def test_report_metrics_equal_the_stored_ones(results):
+    """results.csv alone: no calibrators, no mixing diagnostic (test_run_then_report and
+    test_damaged_run_folder_is_left_out_with_a_warning build the full report)."""
     import json
 
-    main(["report", "--output", str(results)])
+    argv = ["report", "--output", str(results), "--format", "csv", "--calibrators", "none"]
+    assert main([*argv, "--mixing-samples", "0"]) == 0
     with open(results / "report" / "results.csv") as fh:
         rows = {r["method"]: r for r in csv.DictReader(fh)}
     for metrics_file in results.glob("runs/**/metrics.json"):
