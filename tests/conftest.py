@@ -1,6 +1,9 @@
-"""Shared fixtures: plugins loaded once, and small run specs on the embedded digits."""
+"""Shared fixtures: plugins loaded once, small run specs on the embedded digits, and the one
+trained store of the session (``trained``) with its writable copies (``store_copy``)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,15 +66,26 @@ class StopAfter:
         return lambda *args, **kwargs: None
 
 
-@pytest.fixture(scope="module")
+def files_of(folder: Path) -> dict[Path, bytes]:
+    """Every file under ``folder`` and its bytes."""
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """ce and ls trained for one epoch on digits by `calibench run` (tests/store_helpers.py)."""
+    """ce and ls trained for one epoch on digits by `calibench run` (the runs store_helpers'
+    ``specs_of(["ce", "ls"], 1)`` names), once per session. Tests only read it: one that writes
+    copies it first (``store_copy``), and a write into it fails the session at the end."""
     from calibench.cli import main
 
     out = tmp_path_factory.mktemp("trained")
     argv = ["run", "--methods", "ce,ls", "--epochs", "1", "--device", "cpu", "--output", str(out)]
     assert main(argv) == 0
-    return out
+    before = files_of(out)
+    yield out
+    after = files_of(out)
+    changed = sorted(str(p) for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    assert not changed, f"tests wrote into the shared store (copy it first): {changed}"
 
 
 @pytest.fixture

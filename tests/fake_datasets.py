@@ -6,7 +6,7 @@ written arrays as :class:`FakeData` in calibench's own layout (uint8 (N, C, H, W
 the test split, class names) so a test can compare what the loader gives back.
 
 CIFAR and SVHN files fail torchvision's MD5 check: patch it in the test (see
-``bypass_md5`` in tests/test_datasets.py).
+``bypass_md5`` in tests/conftest.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The house rules of docs/architecture.md, checked on the source: imports point down the layers
 (imports inside functions included), no import circle, short modules and functions, a small
-package root."""
+package root, and test files named after what they test."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "calibench"
 METHODS = ROOT / "methods"
+TESTS = ROOT / "tests"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli",),
@@ -36,6 +37,10 @@ its names lazily, and plugins import it."""
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 60
 MAX_ROOT_MODULES = 12
+WHOLE_REPOSITORY_TESTS = {"architecture", "packaging", "startup"}
+"""Test files named after no module, because they check the repository as a whole: these rules,
+the wheel, the torch-free start. ``test_readme*.py`` also qualify: each runs what a page of docs/
+shows."""
 
 
 def _modules() -> dict[str, Path]:
@@ -171,3 +176,26 @@ def test_functions_are_short():
 def test_package_root_is_small():
     root = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(root) <= MAX_ROOT_MODULES, root
+
+
+def commands() -> list[str]:
+    """The ``calibench`` commands: cli/parser.py declares one ``add_<command>`` per command."""
+    tree = ast.parse((PACKAGE / "cli" / "parser.py").read_text())
+    found = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    return [name.removeprefix("add_") for name in found if name.startswith("add_")]
+
+
+def test_every_test_file_names_what_it_tests():
+    """Rule 5: tests/test_<name>.py, where <name> is a module (``loop``, a room such as
+    ``training``, a method such as ``crl``), a room and its module (``training_loop``), a
+    command tested end to end (``cli_<command>``), or a whole-repository check."""
+    names = {f"cli_{command}" for command in commands()} | WHOLE_REPOSITORY_TESTS
+    for module in MODULES:
+        leaf = module.rpartition(".")[2]
+        names |= {leaf, f"{room(module)}_{leaf}"}
+    stray = [
+        path.name
+        for path in sorted(TESTS.glob("test_*.py"))
+        if path.stem.removeprefix("test_") not in names and not path.stem.startswith("test_readme")
+    ]
+    assert not stray, f"test files named after no module (docs/architecture.md, rule 5): {stray}"

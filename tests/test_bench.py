@@ -1,4 +1,5 @@
-"""calibench bench: counts each method's model passes and splits the step time."""
+"""calibench bench (calibench/bench/steps.py): counts each method's model passes and splits the
+step time, stateful methods included."""
 
 from __future__ import annotations
 
@@ -33,3 +34,8 @@ def test_bench_command_prints_a_table(capsys):
     assert main(["bench", "--methods", "ce,focal", "--steps", "1", "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
     assert "focal" in out and "ms per training step" in out
+
+
+def test_bench_times_the_stateful_methods() -> None:
+    rows = bench_methods(["crl", "camixup"], "digits", "small_cnn", 8, 1, torch.device("cpu"), 0)
+    assert [(r.method, r.forward_passes) for r in rows] == [("crl", 1), ("camixup", 1)]

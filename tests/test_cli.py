@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import subprocess
 import sys
 
@@ -34,9 +35,11 @@ REQUIRED_COLUMNS = {
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    """Every registered method trained for one epoch on digits."""
-    out = tmp_path_factory.mktemp("results")
+def results(trained, tmp_path_factory):
+    """Every registered method trained for one epoch on digits: a copy of the shared store (ce
+    and ls) where `calibench run` trains the others."""
+    out = tmp_path_factory.mktemp("results") / "out"
+    shutil.copytree(trained, out)
     assert main(["run", "--epochs", "1", "--device", "cpu", "--output", str(out)]) == 0
     return out
 
@@ -67,9 +70,12 @@ def test_run_then_report(results, capsys):
 
 
 def test_report_metrics_equal_the_stored_ones(results):
+    """results.csv alone: no calibrators, no mixing diagnostic (test_run_then_report and
+    test_damaged_run_folder_is_left_out_with_a_warning build the full report)."""
     import json
 
-    main(["report", "--output", str(results)])
+    argv = ["report", "--output", str(results), "--format", "csv", "--calibrators", "none"]
+    assert main([*argv, "--mixing-samples", "0"]) == 0
     with open(results / "report" / "results.csv") as fh:
         rows = {r["method"]: r for r in csv.DictReader(fh)}
     for metrics_file in results.glob("runs/**/metrics.json"):
@@ -243,8 +249,6 @@ def test_report_keeps_configurations_apart(tmp_path, capsys):
 
 
 def test_damaged_run_folder_is_left_out_with_a_warning(results, tmp_path, capsys):
-    import shutil
-
     copy = tmp_path / "copy"
     shutil.copytree(results, copy)
     victim = next(copy.glob("runs/**/logits.npz"))

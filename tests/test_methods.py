@@ -1,5 +1,6 @@
 """The training methods: hand-computed losses, properties, the Loss contract, gradients and
-hyperparameter validation (docs/methods.md). Reference-scale pins: tests/test_fidelity.py."""
+hyperparameter validation (docs/methods.md). Reference-scale pins: tests/test_mixup.py and
+tests/test_entropy_penalty.py."""
 
 from __future__ import annotations
 

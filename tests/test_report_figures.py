@@ -1,10 +1,12 @@
 """The report's figures read at a glance: every colour of a reliability diagram is in its
 legend, bins are labelled with their counts and sparse bins are pale, up to 20 methods never
-share a style, and names are never read as mathtext."""
+share a style, names are never read as mathtext, and a stored run's training log gives its loss
+terms and selected epoch."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -14,6 +16,8 @@ from matplotlib.colors import to_rgb
 from calibench.evaluation.metrics import calibration_bins, equal_width_edges
 from calibench.evaluation.mixing import MixingResult
 from calibench.report import figures
+
+CE_RUNS = Path(__file__).resolve().parents[1] / "results/digits-3seeds/runs/digits/small_cnn/ce"
 
 
 def mixed_bins():
@@ -72,3 +76,14 @@ def test_names_are_not_mathtext():
     fig.savefig(io.BytesIO(), format="png")
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["a\\$\\x\\$", "b"]
     plt.close(fig)
+
+
+def test_training_log_terms_and_selected_epoch():
+    """A committed 30-epoch ce run of digits-3seeds: the tie over every epoch picks the first."""
+    run_dir = next(CE_RUNS.glob("seed0-*"))
+    log = figures.read_log(run_dir)
+    assert len(log) == 30 and figures.loss_terms(log) == ["loss", "ce"]
+    first_best = log.loc[log["val_acc"] == log["val_acc"].max(), "epoch"].min()
+    assert figures.best_epoch(log) == int(first_best)
+    tied = log.assign(val_acc=[0.5] * len(log))
+    assert figures.best_epoch(tied) == 1

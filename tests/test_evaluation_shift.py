@@ -1,5 +1,5 @@
-"""Dataset shift end to end: train, evaluate on the corrupted test sets, and check that the
-report's numbers equal a recomputation from the stored logits."""
+"""Dataset shift end to end (calibench/evaluation/shift.py): train, evaluate on the corrupted
+test sets, and check that the report's numbers equal a recomputation from the stored logits."""
 
 from __future__ import annotations
 

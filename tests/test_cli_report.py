@@ -1,6 +1,6 @@
-"""The report under hostile input: plugin calibrators (``report --plugins``), a method name
-that is mathtext, HTML and LaTeX at once, a complete run with NaN test logits, and a store
-holding a streamed (ImageNet-layout) run."""
+"""``calibench report`` under hostile input: plugin calibrators (``report --plugins``), a
+method name that is mathtext, HTML and LaTeX at once, a complete run with NaN test logits, and a
+store holding a streamed (ImageNet-layout) run."""
 
 from __future__ import annotations
 

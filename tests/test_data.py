@@ -1,14 +1,18 @@
-"""The file-backed datasets: exact on-disk formats in, uint8 splits out, clear errors."""
+"""The data room (calibench/data/): the file-backed datasets (exact on-disk formats in, uint8
+splits out, clear errors), the loaders, and a short training on the REAL Fashion-MNIST (Debian's
+dataset-fashion-mnist, which .ci/run installs)."""
 
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_spec
 from fake_datasets import (
     IDX_NAMES,
     write_fake_cifar10,
@@ -20,11 +24,14 @@ from fake_datasets import (
 )
 
 import calibench.data  # noqa: F401
-from calibench.data import DataRequest, ImageData
+from calibench.data import DataRequest, DeviceLoader, ImageData, LoaderConfig, Split, load_dataset
 from calibench.data import mnist as mnist_module
 from calibench.data.files import holdout_per_class, holdout_size
 from calibench.errors import CalibenchError
+from calibench.evaluation.metrics import accuracy
+from calibench.evaluation.predict import predict_logits
 from calibench.registry import DATASETS
+from calibench.training.loop import prepare, train_one_epoch
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -396,3 +403,45 @@ def test_make_loader_picks_the_loader_and_gather_matches_the_batches(tmp_path: P
     assert isinstance(streamed, StreamLoader) and len(streamed) == 2
     batches = torch.cat([x for x, _ in streamed])
     assert torch.equal(streamed.gather([4, 1]), batches[[4, 1]])
+
+
+def test_loader_stream_is_the_same_with_and_without_indices() -> None:
+    spec = DATASETS.get("digits")
+    data = load_dataset("digits", "", False, 0)
+    plain_gen, indexed_gen = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    cpu = torch.device("cpu")
+    plain = DeviceLoader(LoaderConfig(data.train, spec, 64, cpu, True, plain_gen))
+    indexed = DeviceLoader(LoaderConfig(data.train, spec, 64, cpu, True, indexed_gen))
+    for _ in range(2):
+        seen = []
+        for (x, y), (xi, yi, idx) in zip(plain, indexed.indexed(), strict=True):
+            assert torch.equal(x, xi) and torch.equal(y, yi)
+            assert torch.equal(data.train.labels[idx], y)
+            seen.append(idx)
+        epoch = torch.cat(seen)
+        assert len(epoch.unique()) == len(epoch) == len(data.train) // 64 * 64
+    assert torch.equal(plain_gen.get_state(), indexed_gen.get_state())
+    val = DeviceLoader(LoaderConfig(data.val, spec, 50, torch.device("cpu")))
+    for x, _, idx in val.indexed():
+        assert torch.equal(x, val.normalise(data.val.images[idx]))
+
+
+def test_small_net_learns_real_fashion_mnist(tmp_path, monkeypatch):
+    if not DEBIAN_FASHION.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail("CI must install dataset-fashion-mnist (see .ci/run)")
+        pytest.skip("apt-get install dataset-fashion-mnist to run this test")
+    monkeypatch.setenv("CALIBENCH_DATA", str(tmp_path))
+    spec = tiny_spec("ce", epochs=1)
+    spec = type(spec)(**{**spec.__dict__, "backbone": "small_resnet"})
+    spec = type(spec)(**{**spec.__dict__, "dataset": "fashion_mnist"})
+    p = prepare(spec)
+    assert len(p.data.train) == 55_000 and len(p.data.test) == 10_000
+    subset = Split(p.data.train.images[:10000], p.data.train.labels[:10000])
+    loader = DeviceLoader(LoaderConfig(subset, p.dataset, 64, p.device, True, p.generator))
+    terms = train_one_epoch(p.net, p.model, p.method, p.optimizer, loader, spec.training)
+    assert terms["loss"] < 2.0
+    test = DeviceLoader(LoaderConfig(p.data.test, p.dataset, 1000, p.device))
+    acc = accuracy(predict_logits(p.model, test), p.data.test.labels.numpy())
+    assert acc > 0.6, f"accuracy {acc:.3f} after one short epoch; chance is 0.1"
+    assert torch.isfinite(torch.tensor(terms["loss"]))

@@ -1,4 +1,4 @@
-"""Training, storage and resumption on the embedded digits."""
+"""Training, storage and resumption on the embedded digits (calibench/training/)."""
 
 from __future__ import annotations
 

@@ -7,12 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_spec
+from store_helpers import specs_of
 
 from calibench.cli import main
 from calibench.evaluation.metrics import softmax
 from calibench.store.index import Store
-from calibench.training.runner import train_run
 
 GOLDEN_PROBS = np.array(
     [[0.25, 0.20, 0.55], [0.55, 0.05, 0.40], [0.10, 0.30, 0.60], [0.90, 0.05, 0.05]]
@@ -20,13 +19,10 @@ GOLDEN_PROBS = np.array(
 GOLDEN_LABELS = np.array([0, 1, 2, 0])
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """One digits run trained for one epoch; its folder holds logits.npz and metrics.json."""
-    store = Store(tmp_path_factory.mktemp("metrics_cli"))
-    spec = tiny_spec("ce", epochs=1)
-    train_run(spec, store)
-    return store.run_dir(spec)
+@pytest.fixture
+def run_dir(trained):
+    """The shared store's ce run (one epoch on digits): logits.npz and metrics.json, read only."""
+    return Store(trained).run_dir(specs_of(["ce"], 1)[0])
 
 
 def metrics_json(capsys, *argv: str) -> dict:

@@ -1,20 +1,18 @@
-"""The mixing diagnostic: golden curves of hand-built models, the ordering agreement by hand,
-and a stored digits run."""
+"""The mixing diagnostic (calibench/evaluation/mixing.py): golden curves of hand-built models, the
+ordering agreement by hand, and a stored digits run."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_spec
+from store_helpers import specs_of
 from torch import nn
 
 from calibench.errors import CalibenchError
 from calibench.evaluation.metrics import softmax
 from calibench.evaluation.mixing import mixing_curve, mixing_diagnostic, order_agreement, relevance
-from calibench.report.figures import best_epoch, loss_terms, read_log
 from calibench.store.index import Store
-from calibench.training.runner import train_run
 
 GRID = np.linspace(0.0, 1.0, 11)
 
@@ -96,12 +94,10 @@ def test_same_label_pairs_are_left_out():
         mixing_curve(Scaled(1.0), images[labels == 0], labels[labels == 0], GRID)
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    store = Store(tmp_path_factory.mktemp("diagnostics"))
-    spec = tiny_spec("ce", epochs=2)
-    train_run(spec, store)
-    return store.run_dir(spec)
+@pytest.fixture
+def run_dir(trained):
+    """The shared store's ce run (one epoch on digits), read only."""
+    return Store(trained).run_dir(specs_of(["ce"], 1)[0])
 
 
 def test_stored_run_raw_confidence_matches_its_saved_logits(run_dir):
@@ -129,11 +125,3 @@ def test_missing_weights_are_a_clear_error(run_dir, tmp_path):
     (tmp_path / "config.json").write_text((run_dir / "config.json").read_text())
     with pytest.raises(CalibenchError, match="best.pt"):
         mixing_diagnostic(tmp_path)
-
-
-def test_training_log_terms_and_selected_epoch(run_dir):
-    log = read_log(run_dir)
-    assert loss_terms(log) == ["loss", "ce"]
-    assert best_epoch(log) == int(log.loc[log["val_acc"] == log["val_acc"].max(), "epoch"].min())
-    tied = log.assign(val_acc=[0.5] * len(log))
-    assert best_epoch(tied) == 1

@@ -1,6 +1,9 @@
-"""Models trained elsewhere, stored as runs without training: a state_dict file (``evaluate
---checkpoint``) and timm's pretrained weights (``run --epochs 0``), offline; and one clear
-message for every file that is not a state_dict of the backbone."""
+"""What ``run`` and ``evaluate`` share beyond training (calibench/cli/evaluate.py): models
+trained elsewhere, stored as runs without training: a state_dict file (``evaluate
+--checkpoint``) and timm's pretrained weights (``run --epochs 0``), offline; one clear message
+for every file that is not a state_dict of the backbone; and every dataset a command needs read
+before the first run trains: a missing set costs seconds and leaves nothing behind (one message,
+exit 2)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fake_datasets import write_fake_cifar10
 
 from calibench.cli import main
 from calibench.errors import CalibenchError
@@ -39,10 +43,11 @@ def complete_runs(out: Path, method: str) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A one-epoch digits run and a copy of its best.pt, with an 8x8 grayscale npz dataset
-    declared beside it (an OOD set of the digits' shape)."""
-    tmp = tmp_path_factory.mktemp("trained")
+def exported(tmp_path_factory):
+    """A one-epoch digits run of ce and a copy of its best.pt, with an 8x8 grayscale npz dataset
+    declared beside it (an OOD set of the digits' shape). Not the shared ``trained`` store: its
+    ls run would add a run to every report here, which costs more than training ce."""
+    tmp = tmp_path_factory.mktemp("exported")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (30, 8, 8), dtype=np.uint8)
     np.savez(tmp / "noise8.npz", x_train=x, y_train=np.arange(30) % 2, x_test=x[:10],
@@ -59,8 +64,8 @@ def trained(tmp_path_factory):
     DATASETS.unregister("noise8")
 
 
-def test_a_copied_best_pt_is_one_complete_run_with_the_same_accuracy(trained, capsys):
-    tmp, out, original = trained
+def test_a_copied_best_pt_is_one_complete_run_with_the_same_accuracy(exported, capsys):
+    tmp, out, original = exported
     argv = ["evaluate", "--checkpoint", str(tmp / "weights.pt"), "--backbone", "small_cnn"]
     argv += ["--dataset", "digits", "--ood", "noise8", "--output", str(out), *CPU]
     argv += ["--config", str(tmp / "benchmark.toml")]
@@ -84,8 +89,8 @@ def test_a_copied_best_pt_is_one_complete_run_with_the_same_accuracy(trained, ca
     )
 
 
-def test_a_checkpoint_run_goes_through_report_shift_and_compare(trained):
-    tmp, out, _ = trained
+def test_a_checkpoint_run_goes_through_report_shift_and_compare(exported):
+    tmp, out, _ = exported
     assert main(["evaluate", "--shift", "corrupt", "--methods", "check*", "--corruptions",
                  "contrast", "--output", str(out), *CPU]) == 0  # fmt: skip
     (run_dir,) = complete_runs(out, "checkpoint")
@@ -221,3 +226,34 @@ def test_epochs_0_needs_pretrained_timm_weights(tmp_path, capsys):
         capsys.readouterr().err
     )
     assert not (tmp_path / "o").exists()
+
+
+# -------------------------------------------------------------- every dataset read before training
+
+
+def test_a_missing_ood_set_stops_the_run_before_training(tmp_path, capsys, bypass_md5):
+    write_fake_cifar10(tmp_path / "data")
+    out = tmp_path / "out"
+    argv = ["run", "--datasets", "cifar10", "--methods", "ce", "--ood", "svhn", "--data-root"]
+    assert main([*argv, str(tmp_path / "data"), "--output", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "dataset 'svhn' not found" in err and "train_32x32.mat" in err
+    assert "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.rglob("log.csv"))
+
+
+def test_a_missing_training_set_stops_the_sweep_before_any_run(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["run", "--methods", "ce", "--datasets", "digits,cifar10", "--epochs", "1"]
+    argv += ["--data-root", str(tmp_path / "empty"), "--output", str(out), "--device", "cpu"]
+    assert main(argv) == 2
+    assert "dataset 'cifar10' not found" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_missing_ood_set_stops_a_checkpoint_evaluation(tmp_path, capsys):
+    argv = ["evaluate", "--checkpoint", str(tmp_path / "w.pt"), "--backbone", "small_cnn"]
+    argv += ["--dataset", "cifar10", "--ood", "svhn", "--data-root", str(tmp_path)]
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 2
+    assert "dataset 'cifar10' not found" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

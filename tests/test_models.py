@@ -1,4 +1,5 @@
-"""Backbones: parameter counts against the published figures, output shapes, timm adapter."""
+"""Backbones (calibench/models/): parameter counts against the published figures, output
+shapes, timm adapter."""
 
 from __future__ import annotations
 

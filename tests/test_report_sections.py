@@ -1,24 +1,12 @@
-"""Ablation grids: --set grids and a preset's one-at-a-time ``vary`` tables expand into runs,
-and the report tables and draws each varied parameter."""
+"""The report's ablation section (calibench/report/sections.py): a preset's one-at-a-time
+``vary`` grid runs end to end, and the report tables and draws each varied parameter (the grid's
+expansion into run specs: tests/test_config.py)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from calibench.cli import main
-from calibench.config import DEFAULT_CONFIG, Overrides, build_run_specs, load_config
-
-
-def test_vary_is_one_parameter_at_a_time():
-    config = load_config(DEFAULT_CONFIG)
-    specs = build_run_specs(config, Overrides(preset="rankmixup-ablation"))
-    mrl = [s.hparams for s in specs if s.method == "rankmixup_mrl"]
-    defaults = {"margin": 2.0, "weight": 0.1, "alpha": 2.0}
-    assert defaults in [{k: h[k] for k in defaults} for h in mrl]
-    for h in mrl:
-        assert sum(h[k] != v for k, v in defaults.items()) <= 1
-    assert len(mrl) == 1 + 3 + 3 + 3
-    assert {s.dataset for s in specs} == {"cifar10"} and len(specs) == 20
 
 
 def test_digits_ablation_preset_runs_and_reports(tmp_path):
