@@ -35,10 +35,7 @@ TABLES = ("datasets", "plugins", "presets", "slurm", "training")
 """The tables of a settings file; besides them it may hold only ``default_preset``."""
 PRESET_KEYS = {"description", "methods", "datasets", "backbones", "seeds", "ood", "vary"}
 DATASET_KEYS = {"backbone", "description", *DATA_KEYS}
-SECTION_KEYS = {
-    "presets": PRESET_KEYS | {"hparams"},
-    "datasets": DATASET_KEYS | {"hparams"},
-}
+SECTION_KEYS = {"presets": PRESET_KEYS | {"hparams"}, "datasets": DATASET_KEYS | {"hparams"}}
 """The keys of a ``[presets.<name>]`` / ``[datasets.<name>]`` table besides training settings."""
 
 
