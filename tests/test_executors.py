@@ -174,7 +174,7 @@ def _ctrl_c(args: list[str], ready, what: str) -> tuple[int, str]:
     try:
         wait_for(lambda: ready(command.pid), 240, what)
         os.killpg(command.pid, signal.SIGINT)
-        _, err = command.communicate(timeout=120)
+        _, err = command.communicate(timeout=300)  # generous: workers stop slowly on a loaded CPU
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(command.pid, signal.SIGKILL)
